@@ -21,6 +21,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 70000
 ARGS         ?=
 BENCH_ARGS   ?=
+RATIO_ARGS   ?=
 
 # A shell without a login profile may not have Swift on PATH; ours is in /opt/swift.
 ifneq ($(wildcard /opt/swift/usr/bin/swift),)
@@ -68,10 +69,11 @@ help:
 	@echo "  fuzz      each Tests/Fuzz/fuzz_*.c for FUZZ_SECONDS (default $(FUZZ_SECONDS)) on a copy of its corpus"
 	@echo "  fuzz-ci   fuzz with FUZZ_SECONDS=60"
 	@echo "  run       release build of aegisd, then .build/release/aegisd \$$ARGS"
-	@echo "  bench     swift package --package-path Benchmarks benchmark \$$BENCH_ARGS"
+	@echo "  bench     swift package --package-path Benchmarks benchmark \$$BENCH_ARGS, then the"
+	@echo "            core-ratios table (ours / bare libsodium) with \$$RATIO_ARGS (e.g. --rounds 21)"
 	@echo "  clean     remove build outputs (keeps SwiftPM's fetched dependencies)"
 	@echo "  distclean clean, and remove .build/ and Benchmarks/.build/ entirely"
-	@echo "Variables: SWIFT=$(SWIFT) CC=$(CC) CLANG=$(CLANG) FUZZ_SECONDS FUZZ_MAX_LEN ARGS BENCH_ARGS"
+	@echo "Variables: SWIFT=$(SWIFT) CC=$(CC) CLANG=$(CLANG) FUZZ_SECONDS FUZZ_MAX_LEN ARGS BENCH_ARGS RATIO_ARGS"
 
 deps: $(DEPS_STAMP)
 	@:
@@ -95,9 +97,12 @@ run: deps
 	$(SWIFT) build -c release --product aegisd
 	.build/release/aegisd $(ARGS)
 
+# Two reports: package-benchmark's suite (distributions of each case), then
+# core-ratios (ours ÷ bare libsodium, interleaved; always exits 0).
 bench: deps
 	@test -f Benchmarks/Package.swift || { echo "bench: Benchmarks/Package.swift does not exist yet"; exit 1; }
 	$(SWIFT) package --package-path Benchmarks benchmark $(BENCH_ARGS)
+	$(SWIFT) run -c release --package-path Benchmarks core-ratios $(RATIO_ARGS)
 
 # --- C unit tests --------------------------------------------------------------
 # The core is compiled once into a sanitized archive; each test program links

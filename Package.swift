@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "AegisProtocol", targets: ["AegisProtocol"]),
+        .library(name: "AegisCore", targets: ["AegisCore"]),
         .executable(name: "aegisd", targets: ["aegisd"]),
     ],
     dependencies: [

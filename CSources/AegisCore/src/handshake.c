@@ -422,14 +422,21 @@ aegis_status aegis_agent_handshake_finish(aegis_agent_handshake *hs,
     ok->expires_at = f[AO_EXPIRES].uint_value;
     ok->heartbeat_interval = f[AO_HEARTBEAT].uint_value;
     if (f[AO_TOKEN].raw_len == 0) return AEGIS_E_FIELD_EMPTY;
-    if (f[AO_TOKEN].has_escapes) return AEGIS_E_FIELD_ENCODING; /* b64u needs none */
 
     uint8_t *token = secmem_alloc(), *ikm = secmem_alloc(), *okm = secmem_alloc();
     uint8_t *a_x = secmem_alloc();
     st = AEGIS_E_NOMEM;
     if (token == NULL || ikm == NULL || okm == NULL || a_x == NULL) goto done;
-    if ((st = b64u_decode_secret(f[AO_TOKEN].raw, f[AO_TOKEN].raw_len, token, 32)) != AEGIS_OK)
-        goto done;
+    const char *token_text = f[AO_TOKEN].raw;
+    size_t token_len = f[AO_TOKEN].raw_len;
+    if (f[AO_TOKEN].has_escapes) {
+        /* Legal if odd JSON: unescape into secure memory (okm is free yet). */
+        st = AEGIS_E_FIELD_ENCODING;
+        if (json_unescape(token_text, token_len, (char *)okm, SECMEM_SLOT, &token_len) != AEGIS_OK)
+            goto done;
+        token_text = (const char *)okm;
+    }
+    if ((st = b64u_decode_secret(token_text, token_len, token, 32)) != AEGIS_OK) goto done;
 
     st = AEGIS_E_AUTH_EXPIRY;
     if (ok->expires_at <= ok->timestamp) goto done;

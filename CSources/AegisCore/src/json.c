@@ -662,7 +662,7 @@ aegis_status json_unescape(const char *raw, size_t raw_len, char *out, size_t ca
     size_t o = 0;
     uint8_t tmp[4];
     while (p < end) {
-        const uint8_t *bs = memchr(p, '\\', (size_t)(end - p));
+        const uint8_t *bs = (const uint8_t *)memchr(p, '\\', (size_t)(end - p));
         size_t run = (size_t)((bs ? bs : end) - p);
         if (run > cap - o) return AEGIS_E_BUFFER_TOO_SMALL;
         if (run) memcpy(out + o, p, run);
