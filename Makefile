@@ -4,6 +4,9 @@
 # fresh clone of a fresh machine, so every target that needs a system package
 # depends on `deps`, which installs what is missing.
 
+# bash for PIPESTATUS in the test target.
+SHELL   := /bin/bash
+
 SWIFT   ?= swift
 # The Swift toolchain's clang: unlike Debian's gcc it has libFuzzer.
 CLANG   ?= /opt/swift/usr/bin/clang
@@ -15,7 +18,7 @@ SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all
 # Fuzz targets link libFuzzer's main; the core they link is only instrumented.
 FUZZ_SAN      = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_CORE_SAN = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-LIBS     = -lsodium -lcrypto
+LIBS     = -lsodium -lssl -lcrypto -luring -lpthread
 
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 70000
@@ -36,10 +39,12 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 # --- Sources: $(wildcard) so new files are picked up without editing this ----
 CORE_DIR  = CSources/AegisCore
-CORE_SRCS = $(wildcard $(CORE_DIR)/src/*.c)
+IO_DIR    = CSources/AegisIO
+# The C tests and fuzzers link the protocol core and the transport together.
+CORE_SRCS = $(wildcard $(CORE_DIR)/src/*.c) $(wildcard $(IO_DIR)/src/*.c)
 # Tests may include the core's private headers (src/) as well as the public one;
 # _GNU_SOURCE as in the AegisCore target's cSettings in Package.swift.
-CORE_INC  = -I$(CORE_DIR)/include -I$(CORE_DIR)/src -D_GNU_SOURCE
+CORE_INC  = -I$(CORE_DIR)/include -I$(CORE_DIR)/src -I$(IO_DIR)/include -I$(IO_DIR)/src -D_GNU_SOURCE
 
 CTEST_SRCS  = $(wildcard Tests/CoreC/test_*.c)
 CTEST_NAMES = $(patsubst Tests/CoreC/%.c,%,$(CTEST_SRCS))
@@ -86,12 +91,19 @@ $(DEPS_STAMP):
 build: deps
 	$(SWIFT) build
 
-# Tests are built once, then run without a second build.
+# Tests are built once, then run without a second build. The last line sums
+# the C programs' checks and the Swift tests (XCTest's own line counts only
+# XCTest cases; ours are Swift Testing's), as "total: N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory ctest
+	@mkdir -p $(CBUILD)
+	@$(MAKE) --no-print-directory ctest 2>&1 | tee $(CBUILD)/ctest.out; test $${PIPESTATUS[0]} -eq 0
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	@$(SWIFT) test --skip-build 2>&1 | tee $(CBUILD)/swift-test.out; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory fuzz-ci
+	@c=$$(grep -E '^[0-9]+ passed, [0-9]+ failed$$' $(CBUILD)/ctest.out | tail -n 1 | cut -d' ' -f1); \
+	s=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*passed.*/\1/p' $(CBUILD)/swift-test.out | tail -n 1); \
+	echo "C checks: $${c:-0}, Swift tests: $${s:-0}, fuzz targets: $(words $(FUZZ_NAMES))"; \
+	echo "total: $$(( $${c:-0} + $${s:-0} + $(words $(FUZZ_NAMES)) )) passed, 0 failed"
 
 run: deps
 	$(SWIFT) build -c release --product aegisd
@@ -107,10 +119,15 @@ bench: deps
 # --- C unit tests --------------------------------------------------------------
 # The core is compiled once into a sanitized archive; each test program links
 # its own file against it. -MMD keeps header dependencies (check.h, json.h …).
-CTEST_CORE_OBJS = $(patsubst $(CORE_DIR)/src/%.c,$(CBUILD)/core/%.o,$(CORE_SRCS))
+CTEST_CORE_OBJS = $(patsubst $(CORE_DIR)/src/%.c,$(CBUILD)/core/%.o,$(wildcard $(CORE_DIR)/src/*.c)) \
+                  $(patsubst $(IO_DIR)/src/%.c,$(CBUILD)/io/%.o,$(wildcard $(IO_DIR)/src/*.c))
 CTEST_CORE_LIB  = $(CBUILD)/libaegiscore-san.a
 
 $(CBUILD)/core/%.o: $(CORE_DIR)/src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) $(CORE_INC) -MMD -MP -c $< -o $@
+
+$(CBUILD)/io/%.o: $(IO_DIR)/src/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) $(CORE_INC) -MMD -MP -c $< -o $@
 
@@ -156,10 +173,15 @@ ctest: deps
 FUZZ_CFLAGS     = -g -O1 -fno-omit-frame-pointer
 # The toolchain's own lld: the default gold prints hundreds of warnings on ASan's symbols.
 FUZZ_LDFLAGS    = -fuse-ld=lld
-FUZZ_CORE_OBJS  = $(patsubst $(CORE_DIR)/src/%.c,$(CBUILD)/fuzz-core/%.o,$(CORE_SRCS))
+FUZZ_CORE_OBJS  = $(patsubst $(CORE_DIR)/src/%.c,$(CBUILD)/fuzz-core/%.o,$(wildcard $(CORE_DIR)/src/*.c)) \
+                  $(patsubst $(IO_DIR)/src/%.c,$(CBUILD)/fuzz-io/%.o,$(wildcard $(IO_DIR)/src/*.c))
 FUZZ_CORE_LIB   = $(CBUILD)/libaegiscore-fuzz.a
 
 $(CBUILD)/fuzz-core/%.o: $(CORE_DIR)/src/%.c
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_CORE_SAN) $(CORE_INC) -MMD -MP -c $< -o $@
+
+$(CBUILD)/fuzz-io/%.o: $(IO_DIR)/src/%.c
 	@mkdir -p $(@D)
 	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_CORE_SAN) $(CORE_INC) -MMD -MP -c $< -o $@
 
@@ -211,4 +233,4 @@ clean:
 distclean: clean
 	rm -rf .build Benchmarks/.build
 
--include $(wildcard $(CBUILD)/core/*.d $(CBUILD)/fuzz-core/*.d $(CBUILD)/*.d $(CBUILD)/fuzz/*.d)
+-include $(wildcard $(CBUILD)/core/*.d $(CBUILD)/io/*.d $(CBUILD)/fuzz-core/*.d $(CBUILD)/fuzz-io/*.d $(CBUILD)/*.d $(CBUILD)/fuzz/*.d)

@@ -78,6 +78,40 @@ static void test_enc_and_syntax(void) {
     CHECK(!is_lower_uuid("C3A8F2D1-4E5B-4A69-8D7C-0B1E2F3A4B5C", 36));
 }
 
+/* The one-step check+map must classify keys exactly as libsodium's
+ * crypto_core_ed25519_is_valid_point does. */
+static void test_point_check_equivalence(void) {
+    uint8_t pk[32], sk[64], x[32], order2[32], mixed[32];
+    int disagree = 0, valid = 0;
+    /* (0, −1), the point of order 2 */
+    memset(order2, 0xff, 32);
+    order2[0] = 0xec;
+    order2[31] = 0x7f;
+    for (int i = 0; i < 3000; i++) {
+        switch (i % 4) {
+        case 0: randombytes_buf(pk, 32); break;                 /* mostly off-curve */
+        case 1: crypto_sign_keypair(pk, sk); break;             /* valid */
+        case 2:                                                 /* valid + torsion */
+            crypto_sign_keypair(pk, sk);
+            crypto_core_ed25519_add(mixed, pk, order2);
+            memcpy(pk, mixed, 32);
+            break;
+        case 3:                                                 /* y ≥ p, small orders */
+            memset(pk, 0xff, 32);
+            pk[31] = (uint8_t)(0x7f | ((i & 8) << 4));
+            pk[0] = (uint8_t)(0xec + (i / 4) % 20);
+            if (i % 16 == 3) memcpy(pk, order2, 32);
+            if (i % 16 == 7) { memset(pk, 0, 32); pk[0] = 1; }  /* identity */
+            break;
+        }
+        bool a = aegis_is_valid_public_key(pk), b = public_key_to_x25519(pk, x);
+        disagree += a != b;
+        valid += a;
+    }
+    CHECK_EQ_INT(disagree, 0);
+    CHECK(valid >= 750);
+}
+
 static void test_status_table(void) {
     CHECK_EQ_INT(aegis_status_handshake_close_code(AEGIS_E_KEY_MISMATCH), 4003);
     CHECK_EQ_INT(aegis_status_handshake_close_code(AEGIS_E_RATE_LIMITED), 4029);
@@ -93,6 +127,7 @@ int main(void) {
     test_hkdf();
     test_dh();
     test_enc_and_syntax();
+    test_point_check_equivalence();
     test_status_table();
     return check_summary();
 }

@@ -306,6 +306,9 @@ typedef struct aegis_auth_request {
     bool has_ephemeral_key;
     uint8_t ephemeral_key[AEGIS_X25519_BYTES];
     uint8_t signature[AEGIS_SIGNATURE_BYTES];
+    /* public_key mapped to X25519, computed once by the check (the map
+     * proves the point is in the prime-order subgroup) and reused by accept. */
+    uint8_t public_key_x25519[AEGIS_X25519_BYTES];
 } aegis_auth_request;
 
 typedef struct aegis_auth_context {

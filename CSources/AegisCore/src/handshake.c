@@ -116,7 +116,7 @@ aegis_status aegis_auth_request_check(const char *json, size_t len,
         return st;
     if (!aegis_is_valid_agent_id(req->agent_id, req->agent_id_len)) return AEGIS_E_FIELD_SYNTAX;
     if ((st = field_b64(&f[AR_PUBLIC_KEY], req->public_key, 32, 32, &n)) != AEGIS_OK) return st;
-    if (!aegis_is_valid_public_key(req->public_key)) return AEGIS_E_BAD_POINT;
+    if (!public_key_to_x25519(req->public_key, req->public_key_x25519)) return AEGIS_E_BAD_POINT;
     req->timestamp = f[AR_TIMESTAMP].uint_value;
     if ((st = field_b64(&f[AR_NONCE], req->nonce, AEGIS_AUTH_NONCE_MIN, AEGIS_AUTH_NONCE_MAX,
                         &req->nonce_len)) != AEGIS_OK)
@@ -195,7 +195,7 @@ aegis_status aegis_gateway_accept(const aegis_identity *server,
     aegis_status st = AEGIS_E_NOMEM;
     if (bt == NULL || ikm == NULL || okm == NULL) goto done;
     uint8_t *b = bt, *token = bt + 32;
-    uint8_t backend_key[32], a_x[32], th[32];
+    uint8_t backend_key[32], th[32];
 
     if (p->test_backend_secret) memcpy(b, p->test_backend_secret, 32);
     else randombytes_buf(b, 32);
@@ -205,8 +205,7 @@ aegis_status aegis_gateway_accept(const aegis_identity *server,
 
     /* libsodium's scalarmult returns -1 for an all-zero output (§3.3). */
     st = AEGIS_E_KEY_EXCHANGE;
-    if (crypto_sign_ed25519_pk_to_curve25519(a_x, req->public_key) != 0) goto done;
-    if (crypto_scalarmult(ikm, b, a_x) != 0) goto done;
+    if (crypto_scalarmult(ikm, b, req->public_key_x25519) != 0) goto done;
     size_t ikm_len = 32;
     if (req->has_ephemeral_key) {
         if (crypto_scalarmult(ikm + 32, b, req->ephemeral_key) != 0) goto done;

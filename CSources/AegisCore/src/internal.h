@@ -102,6 +102,8 @@ aegis_status b64u_decode_secret(const char *text, size_t len, uint8_t *out,
                                 size_t expect_len);
 
 bool is_lower_uuid(const char *s, size_t len);
+/* aegis_is_valid_public_key and the Ed25519→X25519 map in one step. */
+bool public_key_to_x25519(const uint8_t pk[AEGIS_PUBLIC_KEY_BYTES], uint8_t x[AEGIS_X25519_BYTES]);
 
 /* ---- envelope fields (syntax.c) ----------------------------------------- */
 struct json_field;

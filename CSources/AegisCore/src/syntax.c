@@ -73,6 +73,23 @@ bool aegis_is_valid_public_key(const uint8_t pk[AEGIS_PUBLIC_KEY_BYTES]) {
     return crypto_core_ed25519_is_valid_point(pk) == 1;
 }
 
+/* y < p = 2^255 − 19 (the sign bit aside): the one property of a valid
+ * point that the X25519 map does not check itself. */
+static bool is_canonical_y(const uint8_t pk[32]) {
+    if ((pk[31] & 0x7f) != 0x7f) return true;
+    for (int i = 30; i > 0; i--)
+        if (pk[i] != 0xff) return true;
+    return pk[0] < 0xed;
+}
+
+bool public_key_to_x25519(const uint8_t pk[AEGIS_PUBLIC_KEY_BYTES], uint8_t x[AEGIS_X25519_BYTES]) {
+    /* crypto_sign_ed25519_pk_to_curve25519 refuses small-order points,
+     * points off the curve and points outside the prime-order subgroup:
+     * with the canonical check it is exactly aegis_is_valid_public_key, and
+     * the subgroup check (the expensive part) is paid once for both. */
+    return is_canonical_y(pk) && crypto_sign_ed25519_pk_to_curve25519(x, pk) == 0;
+}
+
 bool is_lower_uuid(const char *s, size_t len) {
     if (len != AEGIS_SESSION_ID_LEN) return false;
     for (size_t i = 0; i < len; i++) {
