@@ -63,7 +63,7 @@ DEPS_STAMP = $(STAMPS)/deps-$(DEPS_HASH)
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help deps build test ctest fuzz fuzz-ci run bench clean distclean
+.PHONY: help deps build test ctest e2e fuzz fuzz-ci run bench clean distclean
 
 help:
 	@echo "Targets:"
@@ -71,6 +71,7 @@ help:
 	@echo "  build     swift build (debug)"
 	@echo "  test      deps, C unit tests, swift build --build-tests + swift test, then fuzz-ci  (what CI runs)"
 	@echo "  ctest     C unit tests only: Tests/CoreC/test_*.c with ASan+UBSan, one summed 'N passed, N failed'"
+	@echo "  e2e       end-to-end tests (pytest, Tests/e2e) against .build/debug/aegisd"
 	@echo "  fuzz      each Tests/Fuzz/fuzz_*.c for FUZZ_SECONDS (default $(FUZZ_SECONDS)) on a copy of its corpus"
 	@echo "  fuzz-ci   fuzz with FUZZ_SECONDS=60"
 	@echo "  run       release build of aegisd, then .build/release/aegisd \$$ARGS"
@@ -98,12 +99,20 @@ test: deps
 	@mkdir -p $(CBUILD)
 	@$(MAKE) --no-print-directory ctest 2>&1 | tee $(CBUILD)/ctest.out; test $${PIPESTATUS[0]} -eq 0
 	$(SWIFT) build --build-tests
+	$(SWIFT) build --product aegisd
 	@$(SWIFT) test --skip-build 2>&1 | tee $(CBUILD)/swift-test.out; test $${PIPESTATUS[0]} -eq 0
+	@$(MAKE) --no-print-directory e2e 2>&1 | tee $(CBUILD)/e2e.out; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory fuzz-ci
 	@c=$$(grep -E '^[0-9]+ passed, [0-9]+ failed$$' $(CBUILD)/ctest.out | tail -n 1 | cut -d' ' -f1); \
 	s=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*passed.*/\1/p' $(CBUILD)/swift-test.out | tail -n 1); \
-	echo "C checks: $${c:-0}, Swift tests: $${s:-0}, fuzz targets: $(words $(FUZZ_NAMES))"; \
-	echo "total: $$(( $${c:-0} + $${s:-0} + $(words $(FUZZ_NAMES)) )) passed, 0 failed"
+	p=$$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' $(CBUILD)/e2e.out | tail -n 1); \
+	echo "C checks: $${c:-0}, Swift tests: $${s:-0}, end-to-end tests: $${p:-0}, fuzz targets: $(words $(FUZZ_NAMES))"; \
+	echo "total: $$(( $${c:-0} + $${s:-0} + $${p:-0} + $(words $(FUZZ_NAMES)) )) passed, 0 failed"
+
+# End-to-end tests: real aegisd processes (.build/debug) on both I/O
+# backends, driven by independent Python clients (Tests/e2e).
+e2e: deps
+	cd Tests/e2e && python3 -m pytest -q -p no:cacheprovider
 
 run: deps
 	$(SWIFT) build -c release --product aegisd

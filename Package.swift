@@ -28,16 +28,37 @@ let package = Package(
             ],
             linkerSettings: [.linkedLibrary("sodium")]
         ),
+        // The transport in C: io_uring/epoll loops, TLS, HTTP upgrade, RFC 6455,
+        // the worker threads and their queues to the control plane.
+        .target(
+            name: "AegisIO",
+            dependencies: ["AegisCore"],
+            path: "CSources/AegisIO",
+            sources: ["src"],
+            publicHeadersPath: "include",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [
+                .linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("uring"),
+                .linkedLibrary("pthread"),
+            ]
+        ),
         // Swift value types over AegisCore; secrets stay on the C side.
         .target(
             name: "AegisProtocol",
             dependencies: ["AegisCore"],
             path: "Sources/AegisProtocol"
         ),
+        // The Swift side of AegisIO: configuration, the event pump, commands.
+        .target(
+            name: "AegisTransport",
+            dependencies: ["AegisIO", "AegisProtocol"],
+            path: "Sources/AegisTransport"
+        ),
         .executableTarget(
             name: "aegisd",
             dependencies: [
                 "AegisProtocol",
+                "AegisTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/aegisd"

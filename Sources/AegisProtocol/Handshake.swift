@@ -155,6 +155,9 @@ public enum GatewayHandshake {
 }
 
 extension AuthRequest {
+    /// A request the transport already checked (steps 1–2).
+    package init(checked r: aegis_auth_request) { self.init(r) }
+
     init(_ r: aegis_auth_request) {
         func bytes<T>(_ tuple: T, _ len: Int) -> [UInt8] {
             withUnsafeBytes(of: tuple) { Array($0.prefix(len)) }

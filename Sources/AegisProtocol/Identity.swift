@@ -17,6 +17,9 @@ public final class Identity: Sendable {
 
     deinit { aegis_identity_free(handle) }
 
+    /// For the transport, which hands the identity to the C workers.
+    package var cHandle: OpaquePointer { handle }
+
     /// A fresh random identity.
     public static func generate() throws(AegisError) -> Identity {
         try CoreLibrary.ensure()

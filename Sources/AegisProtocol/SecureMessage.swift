@@ -14,6 +14,8 @@ public enum MessageType: String, Sendable, CaseIterable {
         }
     }
 
+    package var cValue: aegis_message_type { c }
+
     init?(_ t: aegis_message_type) {
         switch t {
         case AEGIS_MSG_REQUEST: self = .request

@@ -10,9 +10,17 @@ import AegisCore
 /// not be shared by them.
 public final class SessionKeys: @unchecked Sendable {
     let handle: OpaquePointer
+    private var owned = true
 
     init(handle: OpaquePointer) { self.handle = handle }
-    deinit { aegis_session_free(handle) }
+    deinit { if owned { aegis_session_free(handle) } }
+
+    /// Gives the C session to a transport worker, which frees it at close.
+    /// This object must not be used afterwards.
+    package func transferOwnership() -> OpaquePointer {
+        owned = false
+        return handle
+    }
 
     public var sessionID: String {
         let p = aegis_session_id(handle)!
@@ -92,6 +100,9 @@ public final class SessionKeys: @unchecked Sendable {
 }
 
 extension SecureMessage {
+    /// A message the transport opened; its plaintext must still be alive.
+    package init(opened m: aegis_message) { self.init(m) }
+
     /// Copies a C message out; its plaintext buffer must still be alive.
     init(_ m: aegis_message) {
         func text<T>(_ tuple: T, _ len: Int) -> String {
