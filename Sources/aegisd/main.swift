@@ -84,11 +84,14 @@ struct Aegisd: ParsableCommand {
         config.echo = echo
         try makeDirectory(dataDir)
         let transport = try Transport(config, serverIdentity: nil)
+        // Signals are handled before the first line says we listen, so that
+        // a supervisor that reacts to that line cannot lose a SIGTERM.
+        let lifecycle = ServiceLifecycle.install(transport)
         let scheme = plaintext ? "ws" : "wss"
         print("listening on \(scheme)://\(address.host):\(transport.port) (echo mode), I/O backend \(transport.backendName)")
         if !plaintext { print("TLS certificate SHA-256 fingerprint: \(transport.tlsFingerprint)") }
         flushOutput()
-        ServiceLifecycle.run(transport)
+        withExtendedLifetime(lifecycle) { dispatchMain() }
     }
 }
 
@@ -124,7 +127,7 @@ func makeDirectory(_ path: String) throws {
 /// Signals: SIGTERM/SIGINT drain (stop accepting, close sessions with 1001,
 /// flush) and exit; SIGHUP rereads the TLS certificate.
 enum ServiceLifecycle {
-    static func run(_ transport: Transport) -> Never {
+    static func install(_ transport: Transport) -> [DispatchSourceSignal] {
         for s in [SIGTERM, SIGINT, SIGHUP] { signal(s, SIG_IGN) }
         let queue = DispatchQueue(label: "aegisd.signals")
         var sources: [DispatchSourceSignal] = []
@@ -155,7 +158,7 @@ enum ServiceLifecycle {
         }
         hup.resume()
         sources.append(hup)
-        withExtendedLifetime(sources) { dispatchMain() }
+        return sources
     }
 }
 

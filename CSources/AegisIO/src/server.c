@@ -284,12 +284,27 @@ static bool conn_queue_raw(worker *w, conn *c, const void *p, size_t n) {
     size_t queued = (c->inflight.len - c->inflight.off) + c->pending.len;
     uint32_t limit = w->io->cfg.write_queue_limit;
     if (queued > limit && !c->close_sent) {
-        /* Slow consumer: what is queued is dropped, and so is the peer. */
+        /* Slow consumer: what is queued is dropped, and so is the peer,
+         * told why in a close frame behind what is already in flight. */
         c->pending.len = 0;
         c->close_code = 4008;
         c->close_after_flush = true;
         c->state = C_CLOSING;
         c->close_sent = true;
+        c->deadline_ms = w->now_ms + CLOSE_GRACE_MS;
+        uint8_t frame[2 + 125];
+        size_t n = ws_close_payload(frame + 2, 4008, "slow consumer", 13);
+        frame[0] = 0x80 | WS_OP_CLOSE;
+        frame[1] = (uint8_t)n;
+        if (c->tls) {
+            if (tls_write(c->tls, frame, n + 2) == TLS_OK) {
+                uint8_t tmp[512];
+                size_t k;
+                while ((k = tls_take(c->tls, tmp, sizeof tmp)) > 0) outbuf_append(&c->pending, tmp, k);
+            }
+        } else {
+            outbuf_append(&c->pending, frame, n + 2);
+        }
     }
     return true;
 }
@@ -753,7 +768,9 @@ static void conn_input(worker *w, conn *c, const uint8_t *p, size_t n) {
 static void on_accept(worker *w, int fd) {
     aegis_io *io = w->io;
     if (fd < 0) return;
-    if (atomic_load(&io->draining) || w->free_head == UINT32_MAX) {
+    /* While draining, connections are still accepted so that their
+     * upgrade gets a clear 503 `draining` rather than a hang. */
+    if (w->free_head == UINT32_MAX) {
         close(fd);
         return;
     }
@@ -925,10 +942,7 @@ static void run_commands(worker *w) {
 static void scan_deadlines(worker *w) {
     bool draining = atomic_load(&w->io->draining);
     bool drain_now = draining && !w->draining_seen;
-    if (drain_now) {
-        w->draining_seen = true;
-        loop_cancel(w->loop, w->listen_fd);
-    }
+    if (drain_now) w->draining_seen = true;
     for (uint32_t i = 0; i < w->max_conns; i++) {
         conn *c = &w->conns[i];
         if (c->state == C_FREE || c->state == C_ZOMBIE) continue;
@@ -1230,7 +1244,7 @@ void aegis_io_stop(aegis_io *io) {
 int aegis_io_reload_tls(aegis_io *io, char *err, size_t err_len) {
     if (io->tls == NULL) return 0;
     if (tls_server_reload(io->tls, err, err_len) != TLS_OK) return -EINVAL;
-    if (io->cfg.tls_cert) tls_cert_fingerprint(io->cfg.tls_cert, io->fingerprint);
+    tls_server_fingerprint(io->tls, io->fingerprint);
     return 0;
 }
 
