@@ -105,7 +105,7 @@ test: deps
 	@$(MAKE) --no-print-directory fuzz-ci
 	@c=$$(grep -E '^[0-9]+ passed, [0-9]+ failed$$' $(CBUILD)/ctest.out | tail -n 1 | cut -d' ' -f1); \
 	s=$$(sed -nE 's/.*Test run with ([0-9]+) tests? .*passed.*/\1/p' $(CBUILD)/swift-test.out | tail -n 1); \
-	p=$$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' $(CBUILD)/e2e.out | tail -n 1); \
+	p=$$(sed -nE 's/^(.* )?([0-9]+) passed.*/\2/p' $(CBUILD)/e2e.out | tail -n 1); \
 	echo "C checks: $${c:-0}, Swift tests: $${s:-0}, end-to-end tests: $${p:-0}, fuzz targets: $(words $(FUZZ_NAMES))"; \
 	echo "total: $$(( $${c:-0} + $${s:-0} + $${p:-0} + $(words $(FUZZ_NAMES)) )) passed, 0 failed"
 
@@ -124,6 +124,7 @@ bench: deps
 	@test -f Benchmarks/Package.swift || { echo "bench: Benchmarks/Package.swift does not exist yet"; exit 1; }
 	$(SWIFT) package --package-path Benchmarks benchmark $(BENCH_ARGS)
 	$(SWIFT) run -c release --package-path Benchmarks core-ratios $(RATIO_ARGS)
+	bash Benchmarks/transport-bench.sh
 
 # --- C unit tests --------------------------------------------------------------
 # The core is compiled once into a sanitized archive; each test program links

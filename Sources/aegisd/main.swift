@@ -89,6 +89,9 @@ struct Aegisd: ParsableCommand {
         let lifecycle = ServiceLifecycle.install(transport)
         let scheme = plaintext ? "ws" : "wss"
         print("listening on \(scheme)://\(address.host):\(transport.port) (echo mode), I/O backend \(transport.backendName)")
+        if config.backend == .auto && transport.backendName != IOBackend.uring.rawValue {
+            print("io_uring is not available here (kernel.io_uring_disabled, seccomp or AEGIS_DISABLE_IO_URING): using epoll")
+        }
         if !plaintext { print("TLS certificate SHA-256 fingerprint: \(transport.tlsFingerprint)") }
         flushOutput()
         withExtendedLifetime(lifecycle) { dispatchMain() }

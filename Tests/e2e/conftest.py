@@ -25,7 +25,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, backend, tls, extra=()):
+    def __init__(self, backend, tls, extra=(), env=None):
         self.data_dir = tempfile.mkdtemp(prefix="aegis-e2e-")
         self.port = free_port()
         self.tls = tls
@@ -34,7 +34,8 @@ class Server:
         if not tls:
             args.append("--plaintext")
         args += list(extra)
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
         self.output = []
         deadline = time.time() + 20
         while time.time() < deadline:

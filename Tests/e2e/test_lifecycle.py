@@ -130,3 +130,15 @@ def test_slow_consumer_is_closed_4008(plain_server):
         pass
     assert code == 4008
     ws.close()
+
+
+def test_auto_falls_back_to_epoll_when_io_uring_is_unavailable():
+    server = Server("auto", tls=False, env={"AEGIS_DISABLE_IO_URING": "1"})
+    try:
+        assert server.backend == "epoll"
+        assert "using epoll" in server.proc.stdout.readline()
+        with connect(server.url) as ws:
+            ws.send("still echoes")
+            assert ws.recv() == "still echoes"
+    finally:
+        server.stop()

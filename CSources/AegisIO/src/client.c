@@ -449,6 +449,9 @@ static int conn_queue_frame(aegis_wsc *ep, wconn *c, uint8_t opcode, const void 
     return 0;
 }
 
+/* 0, or the connection is gone (failed and reported): the caller must not
+ * touch it then. With a frame just queued, the only way conn_start_send
+ * can end the connection is a loop_send that failed. */
 static int conn_send_frame(aegis_wsc *ep, wconn *c, uint8_t opcode, const void *data, size_t len) {
     int r = conn_queue_frame(ep, c, opcode, data, len);
     if (r != 0) {
@@ -456,7 +459,7 @@ static int conn_send_frame(aegis_wsc *ep, wconn *c, uint8_t opcode, const void *
         return r;
     }
     conn_start_send(ep, c);
-    return 0;
+    return live(c) ? 0 : -EPIPE;
 }
 
 /* After the final event: flush what is queued (a close frame, close_notify)

@@ -225,8 +225,18 @@ static bool outbuf_append(outbuf *b, const void *p, size_t n) {
 
 /* ---- events --------------------------------------------------------------------- */
 
+/* A queue record's bytes start 4 bytes past an 8-aligned position (after
+ * its length word), and ev_rec / cmd_rec hold 64-bit fields and pointers:
+ * both ends round the record pointer up to 8, within REC_PAD spare bytes
+ * reserved for it. The rounding is the same on both sides, as records lie at
+ * 8-aligned offsets of a 64-aligned buffer. */
+#define REC_PAD 8
+static void *rec_align(void *p) {
+    return p ? (void *)(((uintptr_t)p + 7) & ~(uintptr_t)7) : NULL;
+}
+
 static ev_rec *event_reserve(worker *w, size_t pt_len) {
-    ev_rec *e = spsc_reserve(&w->events, sizeof(ev_rec) + pt_len);
+    ev_rec *e = rec_align(spsc_reserve(&w->events, sizeof(ev_rec) + pt_len + REC_PAD));
     if (e) {
         memset(e, 0, sizeof *e);
         e->pt_len = (uint32_t)pt_len;
@@ -348,6 +358,8 @@ static void conn_close(worker *w, conn *c, uint16_t code, const char *reason) {
         uint8_t payload[125];
         size_t n = ws_close_payload(payload, code, reason, reason ? strlen(reason) : 0);
         conn_send_frame(w, c, WS_OP_CLOSE, payload, n);
+        /* A send that failed at once has destroyed the connection. */
+        if (c->state == C_FREE || c->state == C_ZOMBIE) return;
         c->close_sent = true;
         c->close_code = code;
     }
@@ -875,13 +887,14 @@ static void run_seal_batch(worker *w) {
 static void run_commands(worker *w) {
     size_t cursor = spsc_cursor(&w->commands), len;
     cmd_rec *r;
-    while ((r = spsc_peek(&w->commands, &cursor, &len)) != NULL) {
+    while ((r = rec_align(spsc_peek(&w->commands, &cursor, &len))) != NULL) {
         conn *c = conn_lookup(w, r->conn);
         switch (r->kind) {
         case CMD_ACCEPT:
             if (c && c->state == C_AUTH_DECISION) {
                 c->session = r->session;
                 conn_send_frame(w, c, WS_OP_TEXT, r->data, r->data_len);
+                if (c->state == C_FREE || c->state == C_ZOMBIE) break;
                 c->state = C_SESSION;
                 c->ws.max_message = w->io->cfg.max_message;
                 c->deadline_ms = w->now_ms + w->io->cfg.idle_timeout_ms;
@@ -1091,7 +1104,7 @@ static void worker_free(worker *w) {
     if (w->commands.buf) {
         size_t cursor = spsc_cursor(&w->commands), len;
         cmd_rec *r;
-        while ((r = spsc_peek(&w->commands, &cursor, &len)) != NULL)
+        while ((r = rec_align(spsc_peek(&w->commands, &cursor, &len))) != NULL)
             if (r->kind == CMD_ACCEPT) aegis_session_free(r->session);
     }
     if (w->loop) loop_destroy(w->loop);
@@ -1267,7 +1280,7 @@ size_t aegis_io_poll_events(aegis_io *io, aegis_io_event *out, size_t max) {
         spsc_release_to(&w->events, w->event_cursor);
         size_t cursor = w->event_cursor, len;
         ev_rec *e;
-        while (n < max && (e = spsc_peek(&w->events, &cursor, &len)) != NULL) {
+        while (n < max && (e = rec_align(spsc_peek(&w->events, &cursor, &len))) != NULL) {
             aegis_io_event *o = &out[n++];
             o->kind = (aegis_io_event_kind)e->kind;
             o->conn = e->conn;
@@ -1310,7 +1323,7 @@ static cmd_rec *command_begin(aegis_io *io, uint64_t conn, size_t data_len, work
     if (index >= io->n_workers) return NULL;
     worker *w = &io->workers[index];
     pthread_mutex_lock(&w->command_lock);
-    cmd_rec *r = spsc_reserve(&w->commands, sizeof(cmd_rec) + data_len);
+    cmd_rec *r = rec_align(spsc_reserve(&w->commands, sizeof(cmd_rec) + data_len + REC_PAD));
     if (r == NULL) {
         pthread_mutex_unlock(&w->command_lock);
         return NULL;
