@@ -14,8 +14,6 @@ public enum MessageType: String, Sendable, CaseIterable {
         }
     }
 
-    package var cValue: aegis_message_type { c }
-
     init?(_ t: aegis_message_type) {
         switch t {
         case AEGIS_MSG_REQUEST: self = .request
@@ -45,6 +43,33 @@ public struct MessageHeader: Sendable, Equatable {
         self.channel = channel
         self.ref = ref
         self.timestamp = timestamp
+    }
+}
+
+extension MessageHeader {
+    /// The header as the C core takes it; its text points into storage
+    /// that lives only for the duration of `body`.
+    package func withCHeader<R>(_ body: (inout aegis_message_header) -> R) -> R {
+        let id = Array(self.id.utf8), channel = Array(self.channel.utf8)
+        let ref = self.ref.map { Array($0.utf8) } ?? []
+        return id.withUnsafeBufferPointer { idp in
+            channel.withUnsafeBufferPointer { chp in
+                ref.withUnsafeBufferPointer { refp in
+                    idp.withMemoryRebound(to: CChar.self) { idc in
+                        chp.withMemoryRebound(to: CChar.self) { chc in
+                            refp.withMemoryRebound(to: CChar.self) { refc in
+                                var h = aegis_message_header(
+                                    id: idc.baseAddress, id_len: idc.count, type: type.c,
+                                    channel: chc.baseAddress, channel_len: chc.count,
+                                    ref: self.ref == nil ? nil : refc.baseAddress, ref_len: refc.count,
+                                    timestamp: timestamp)
+                                return body(&h)
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -47,33 +47,16 @@ public final class SessionKeys: @unchecked Sendable {
     /// `testNonce` (12 bytes) reproduces vectors; production passes nil.
     public func seal(_ header: MessageHeader, plaintext: [UInt8], testNonce: [UInt8]? = nil) throws(AegisError) -> [UInt8] {
         if let testNonce, testNonce.count != Int(AEGIS_MSG_NONCE_BYTES) { throw .invalidArgument }
-        let id = Array(header.id.utf8), channel = Array(header.channel.utf8)
-        let ref = header.ref.map { Array($0.utf8) } ?? []
         let scratchCap = aegis_seal_scratch_size(plaintext.count)
         let cap = aegis_seal_json_max(plaintext.count)
         var scratch = [UInt8](repeating: 0, count: scratchCap)
         var status = AEGIS_OK
         let out = [UInt8](unsafeUninitializedCapacity: cap) { buf, count in
             var n = 0
-            status = id.withUnsafeBufferPointer { idp in
-                channel.withUnsafeBufferPointer { chp in
-                    ref.withUnsafeBufferPointer { refp in
-                        idp.withMemoryRebound(to: CChar.self) { idc in
-                            chp.withMemoryRebound(to: CChar.self) { chc in
-                                refp.withMemoryRebound(to: CChar.self) { refc in
-                                    var h = aegis_message_header(
-                                        id: idc.baseAddress, id_len: idc.count, type: header.type.c,
-                                        channel: chc.baseAddress, channel_len: chc.count,
-                                        ref: header.ref == nil ? nil : refc.baseAddress, ref_len: refc.count,
-                                        timestamp: header.timestamp)
-                                    return buf.withMemoryRebound(to: CChar.self) { jb in
-                                        aegis_seal(handle, &h, plaintext, plaintext.count, testNonce,
-                                                   &scratch, scratchCap, jb.baseAddress, cap, &n)
-                                    }
-                                }
-                            }
-                        }
-                    }
+            status = header.withCHeader { h in
+                buf.withMemoryRebound(to: CChar.self) { jb in
+                    aegis_seal(handle, &h, plaintext, plaintext.count, testNonce, &scratch, scratchCap,
+                               jb.baseAddress, cap, &n)
                 }
             }
             count = status == AEGIS_OK ? n : 0

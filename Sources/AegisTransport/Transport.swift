@@ -147,26 +147,7 @@ public final class Transport: @unchecked Sendable {
     }
 
     public func send(_ conn: ConnectionID, _ header: MessageHeader, plaintext: [UInt8]) -> Int32 {
-        let id = Array(header.id.utf8), channel = Array(header.channel.utf8)
-        let ref = header.ref.map { Array($0.utf8) } ?? []
-        return id.withUnsafeBufferPointer { idp in
-            channel.withUnsafeBufferPointer { chp in
-                ref.withUnsafeBufferPointer { refp in
-                    idp.withMemoryRebound(to: CChar.self) { idc in
-                        chp.withMemoryRebound(to: CChar.self) { chc in
-                            refp.withMemoryRebound(to: CChar.self) { refc in
-                                var h = aegis_message_header(
-                                    id: idc.baseAddress, id_len: idc.count, type: header.type.cValue,
-                                    channel: chc.baseAddress, channel_len: chc.count,
-                                    ref: header.ref == nil ? nil : refc.baseAddress, ref_len: refc.count,
-                                    timestamp: header.timestamp)
-                                return aegis_io_send(handle, conn.raw, &h, plaintext, plaintext.count)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        header.withCHeader { h in aegis_io_send(handle, conn.raw, &h, plaintext, plaintext.count) }
     }
 
     public func close(_ conn: ConnectionID, code: UInt16, reason: String) -> Int32 {

@@ -9,6 +9,8 @@
 #ifndef AEGIS_TEST_CHECK_H
 #define AEGIS_TEST_CHECK_H
 
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +33,21 @@ static inline void check_hex_dump_(const char *label, const void *p, size_t n) {
 }
 
 #define CHECK(cond) check_result_(!!(cond), __FILE__, __LINE__, #cond)
+
+/* CHECK with a formatted message, for loops that must say which case failed. */
+#define CHECKF(ok, ...) checkf_((ok), __FILE__, __LINE__, __VA_ARGS__)
+
+__attribute__((format(printf, 4, 5), unused)) static void checkf_(bool ok, const char *file,
+                                                                  int line, const char *fmt, ...) {
+    char msg[512] = "";
+    if (!ok) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    check_result_(ok, file, line, msg);
+}
 
 #define CHECK_EQ_INT(a, b) do { \
     long long a_ = (long long)(a), b_ = (long long)(b); \

@@ -22,19 +22,6 @@
 #include "http.h"
 
 /* CHECK with a formatted message, for loops that must say which case failed. */
-#define CHECKF(ok, ...) checkf_((ok), __FILE__, __LINE__, __VA_ARGS__)
-
-__attribute__((format(printf, 4, 5))) static void checkf_(bool ok, const char *file, int line,
-                                                          const char *fmt, ...) {
-    char msg[512] = "";
-    if (!ok) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-    }
-    check_result_(ok, file, line, msg);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */

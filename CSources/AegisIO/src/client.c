@@ -70,6 +70,7 @@
 #include "aegis_wsc.h"
 #include "http.h"
 #include "loop.h"
+#include "outq.h"
 #include "tls.h"
 #include "ws.h"
 
@@ -103,10 +104,6 @@ enum wconn_state {
     W_ZOMBIE,
 };
 
-typedef struct outbuf {
-    uint8_t *p;
-    size_t len, off, cap;
-} outbuf;
 
 /* Memory that message payloads live in: the arena's chunks, and a
  * connection's buffer for a message that outgrows the arena. */
@@ -120,7 +117,7 @@ typedef struct wconn {
     int fd;
     uint32_t gen;
     uint8_t state;
-    bool sending;             /* a loop_send is in flight (inflight's bytes) */
+    bool sending;             /* a loop_send is in flight (out's in-flight bytes) */
     bool close_sent;          /* our close frame is queued */
     bool close_after_flush;   /* close the socket once the output is empty */
     bool done;                /* the final event is reported: the id is dead */
@@ -137,7 +134,7 @@ typedef struct wconn {
     bool body_to_eof;         /* no Content-Length: the body ends with the connection */
     int status;
     chunk *msg;               /* a message spanning receives, or over CHUNK_BYTES */
-    outbuf inflight, pending;
+    outq out;
     uint32_t next_free;
 } wconn;
 
@@ -244,34 +241,6 @@ static void set_deadline(aegis_wsc *ep, wconn *c, uint64_t at_ms) {
 
 /* ---- output buffers ------------------------------------------------------------------ */
 
-static void outbuf_free(outbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-/* Room for n more bytes at b->p + b->len (the caller adds to len). */
-static uint8_t *outbuf_reserve(outbuf *b, size_t n) {
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n) {
-            if (cap > SIZE_MAX / 2) return NULL;
-            cap *= 2;
-        }
-        uint8_t *q = realloc(b->p, cap);
-        if (q == NULL) return NULL;
-        b->p = q;
-        b->cap = cap;
-    }
-    return b->p + b->len;
-}
-
-static bool outbuf_append(outbuf *b, const void *p, size_t n) {
-    uint8_t *q = outbuf_reserve(b, n);
-    if (q == NULL) return false;
-    if (n) memcpy(q, p, n);
-    b->len += n;
-    return true;
-}
 
 /* ---- the arena and the event queue ------------------------------------------------------ */
 
@@ -359,26 +328,17 @@ static void conn_fail(aegis_wsc *ep, wconn *c, int error);
 
 static void conn_start_send(aegis_wsc *ep, wconn *c) {
     if (c->sending || !live(c) || c->state == W_CONNECT) return;
-    if (c->inflight.off >= c->inflight.len) {
-        /* What was in flight is done: the pending bytes go next. */
-        outbuf done = c->inflight;
-        c->inflight = c->pending;
-        c->pending = done;
-        c->pending.len = c->pending.off = 0;
-        if (c->pending.cap > 65536) outbuf_free(&c->pending);
-    }
-    if (c->inflight.off < c->inflight.len) {
-        int rc = loop_send(ep->loop, c->fd, c->inflight.p + c->inflight.off,
-                           c->inflight.len - c->inflight.off, conn_id(ep, c));
+    size_t len;
+    const uint8_t *p = outq_next(&c->out, &len);
+    if (p != NULL) {
+        int rc = loop_send(ep->loop, c->fd, p, len, conn_id(ep, c));
         if (rc == 0)
             c->sending = true;
         else
             conn_fail(ep, c, rc);
         return;
     }
-    /* Nothing left: an idle connection holds no output buffer. */
-    outbuf_free(&c->inflight);
-    outbuf_free(&c->pending);
+    /* Nothing left (and outq_next freed the buffers). */
     if (c->close_after_flush) conn_destroy(ep, c);
 }
 
@@ -386,11 +346,11 @@ static void conn_start_send(aegis_wsc *ep, wconn *c) {
 static bool conn_drain_tls(wconn *c) {
     size_t pend;
     while (c->tls && (pend = tls_pending(c->tls)) > 0) {
-        uint8_t *p = outbuf_reserve(&c->pending, pend);
+        uint8_t *p = outq_reserve(&c->out, pend);
         if (p == NULL) return false;
         size_t k = tls_take(c->tls, p, pend);
         if (k == 0) break;
-        c->pending.len += k;
+        outq_commit(&c->out, k);
     }
     return true;
 }
@@ -402,7 +362,7 @@ static int conn_queue_raw(wconn *c, const void *p, size_t n) {
         if (r != TLS_OK) return r;
         return conn_drain_tls(c) ? 0 : -ENOMEM;
     }
-    return outbuf_append(&c->pending, p, n) ? 0 : -ENOMEM;
+    return outq_append(&c->out, p, n) ? 0 : -ENOMEM;
 }
 
 /*
@@ -420,14 +380,14 @@ static int conn_queue_frame(aegis_wsc *ep, wconn *c, uint8_t opcode, const void 
     const uint8_t *src = data;
     if (c->tls == NULL) {
         if (len > SIZE_MAX - h) return -EMSGSIZE;
-        uint8_t *p = outbuf_reserve(&c->pending, h + len);
+        uint8_t *p = outq_reserve(&c->out, h + len);
         if (p == NULL) return -ENOMEM;
         memcpy(p, hdr, h);
         if (len) {
             memcpy(p + h, src, len);
             ws_mask(p + h, len, mask, 0);
         }
-        c->pending.len += h + len;
+        outq_commit(&c->out, h + len);
         return 0;
     }
     uint8_t tmp[16384];
@@ -498,8 +458,7 @@ static void conn_report_error(aegis_wsc *ep, wconn *c, int error, uint16_t close
 }
 
 static void conn_release_slot(aegis_wsc *ep, wconn *c) {
-    outbuf_free(&c->inflight);
-    outbuf_free(&c->pending);
+    outq_free(&c->out);
     c->state = W_FREE;
     c->next_free = ep->free_head;
     ep->free_head = (uint32_t)(c - ep->conns);
@@ -533,7 +492,7 @@ static void conn_destroy(aegis_wsc *ep, wconn *c) {
     close(c->fd);
     c->fd = -1;
     conn_free_parts(c);
-    outbuf_free(&c->pending);
+    outq_free_pending(&c->out);
     if (c->sending) {
         /* The kernel may still read the in-flight buffer: keep it, and the
          * slot, until the send's completion arrives. */
@@ -981,7 +940,7 @@ static void on_send(aegis_wsc *ep, wconn *c, const loop_completion *cq) {
         conn_fail(ep, c, cq->res);
         return;
     }
-    c->inflight.off += (size_t)cq->res;
+    outq_sent(&c->out, (size_t)cq->res);
     conn_start_send(ep, c);
 }
 
@@ -1123,8 +1082,7 @@ void aegis_wsc_free(aegis_wsc *ep) {
     if (ep->loop) loop_destroy(ep->loop);
     if (ep->conns) {
         for (uint32_t i = 0; i < ep->max_conns; i++) {
-            outbuf_free(&ep->conns[i].inflight);
-            outbuf_free(&ep->conns[i].pending);
+            outq_free(&ep->conns[i].out);
         }
     }
     tls_client_free(ep->tls);
@@ -1320,7 +1278,7 @@ size_t aegis_wsc_queued(const aegis_wsc *ep, uint64_t conn) {
     if (ep == NULL) return 0;
     wconn *c = conn_lookup((aegis_wsc *)ep, conn);
     if (c == NULL) return 0;
-    return (c->inflight.len - c->inflight.off) + (c->pending.len - c->pending.off) +
+    return outq_queued(&c->out) +
            c->request_len;
 }
 

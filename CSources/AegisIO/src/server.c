@@ -34,6 +34,7 @@
 #include "aegis_io.h"
 #include "http.h"
 #include "loop.h"
+#include "outq.h"
 #include "queue.h"
 #include "tls.h"
 #include "ws.h"
@@ -63,11 +64,6 @@ enum conn_state {
     C_ZOMBIE,        /* socket closed; waiting for the in-flight send to complete */
 };
 
-typedef struct outbuf {
-    uint8_t *p;
-    size_t len, off, cap;
-} outbuf;
-
 typedef struct conn {
     int fd;
     uint32_t gen;
@@ -81,7 +77,7 @@ typedef struct conn {
     uint32_t head_len;
     uint8_t *msg;             /* partial message spanning receives */
     size_t msg_cap;
-    outbuf inflight, pending;
+    outq out;
     aegis_session *session;
     uint8_t agent_id_len;
     char agent_id[AEGIS_AGENT_ID_MAX + 1];
@@ -204,25 +200,6 @@ static uint64_t tag_of(const worker *w, const conn *c) {
 #define TAG_LISTEN UINT64_C(0xffffffff00000001)
 #define TAG_WAKE UINT64_C(0xffffffff00000002)
 
-static void outbuf_free(outbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-static bool outbuf_append(outbuf *b, const void *p, size_t n) {
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n) cap *= 2;
-        uint8_t *q = realloc(b->p, cap);
-        if (q == NULL) return false;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return true;
-}
-
 /* ---- events --------------------------------------------------------------------- */
 
 /* A queue record's bytes start 4 bytes past an 8-aligned position (after
@@ -255,25 +232,16 @@ static void conn_destroy(worker *w, conn *c);
 
 static void conn_start_send(worker *w, conn *c) {
     if (c->sending || c->state == C_ZOMBIE) return;
-    if (c->inflight.off >= c->inflight.len) {
-        /* Whatever was in flight is done: the pending bytes go next. */
-        outbuf done = c->inflight;
-        c->inflight = c->pending;
-        c->pending = done;
-        c->pending.len = c->pending.off = 0;
-        if (c->pending.cap > 65536) outbuf_free(&c->pending);
-    }
-    if (c->inflight.off < c->inflight.len) {
-        if (loop_send(w->loop, c->fd, c->inflight.p + c->inflight.off,
-                      c->inflight.len - c->inflight.off, tag_of(w, c)) == 0)
+    size_t len;
+    const uint8_t *p = outq_next(&c->out, &len);
+    if (p != NULL) {
+        if (loop_send(w->loop, c->fd, p, len, tag_of(w, c)) == 0)
             c->sending = true;
         else
             conn_destroy(w, c);
         return;
     }
-    /* Nothing left: an idle connection holds no output buffer. */
-    outbuf_free(&c->inflight);
-    outbuf_free(&c->pending);
+    /* Nothing left (and outq_next freed the buffers). */
     if (c->close_after_flush) conn_destroy(w, c);
 }
 
@@ -286,17 +254,17 @@ static bool conn_queue_raw(worker *w, conn *c, const void *p, size_t n) {
         while ((pend = tls_pending(c->tls)) > 0) {
             uint8_t tmp[16384];
             size_t k = tls_take(c->tls, tmp, sizeof tmp);
-            if (k == 0 || !outbuf_append(&c->pending, tmp, k)) return false;
+            if (k == 0 || !outq_append(&c->out, tmp, k)) return false;
         }
-    } else if (!outbuf_append(&c->pending, p, n)) {
+    } else if (!outq_append(&c->out, p, n)) {
         return false;
     }
-    size_t queued = (c->inflight.len - c->inflight.off) + c->pending.len;
+    size_t queued = outq_queued(&c->out);
     uint32_t limit = w->io->cfg.write_queue_limit;
     if (queued > limit && !c->close_sent) {
         /* Slow consumer: what is queued is dropped, and so is the peer,
          * told why in a close frame behind what is already in flight. */
-        c->pending.len = 0;
+        outq_drop_pending(&c->out);
         c->close_code = 4008;
         c->close_after_flush = true;
         c->state = C_CLOSING;
@@ -310,10 +278,10 @@ static bool conn_queue_raw(worker *w, conn *c, const void *p, size_t n) {
             if (tls_write(c->tls, frame, n + 2) == TLS_OK) {
                 uint8_t tmp[512];
                 size_t k;
-                while ((k = tls_take(c->tls, tmp, sizeof tmp)) > 0) outbuf_append(&c->pending, tmp, k);
+                while ((k = tls_take(c->tls, tmp, sizeof tmp)) > 0) outq_append(&c->out, tmp, k);
             }
         } else {
-            outbuf_append(&c->pending, frame, n + 2);
+            outq_append(&c->out, frame, n + 2);
         }
     }
     return true;
@@ -324,7 +292,7 @@ static void conn_flush_tls(worker *w, conn *c) {
     uint8_t tmp[16384];
     while (tls_pending(c->tls) > 0) {
         size_t k = tls_take(c->tls, tmp, sizeof tmp);
-        if (k == 0 || !outbuf_append(&c->pending, tmp, k)) break;
+        if (k == 0 || !outq_append(&c->out, tmp, k)) break;
     }
     conn_start_send(w, c);
 }
@@ -389,8 +357,7 @@ static void conn_http_refuse(worker *w, conn *c, int status, const char *code,
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
 static void conn_release_slot(worker *w, conn *c) {
-    outbuf_free(&c->inflight);
-    outbuf_free(&c->pending);
+    outq_free(&c->out);
     c->state = C_FREE;
     c->gen++;
     c->next_free = w->free_head;
@@ -422,7 +389,7 @@ static void conn_destroy(worker *w, conn *c) {
     c->msg_cap = 0;
     aegis_session_free(c->session);
     c->session = NULL;
-    outbuf_free(&c->pending);
+    outq_free_pending(&c->out);
     if (c->sending) {
         /* The kernel may still read the in-flight buffer: keep it (and the
          * slot) until the send's completion arrives. */
@@ -864,7 +831,7 @@ static void on_send(worker *w, conn *c, const loop_completion *cq) {
         conn_destroy(w, c);
         return;
     }
-    c->inflight.off += (size_t)cq->res;
+    outq_sent(&c->out, (size_t)cq->res);
     conn_start_send(w, c);
 }
 
@@ -1096,8 +1063,7 @@ static void worker_free(worker *w) {
             free(c->head);
             free(c->msg);
             aegis_session_free(c->session);
-            outbuf_free(&c->inflight);
-            outbuf_free(&c->pending);
+            outq_free(&c->out);
         }
     }
     /* Commands never run still own their sessions. */
