@@ -68,7 +68,7 @@ typedef struct conn {
     int fd;
     uint32_t gen;
     uint8_t state;
-    bool sending, close_after_flush, close_sent, upgraded, closed_by_peer;
+    bool sending, close_after_flush, close_sent, upgraded, closed_by_peer, lingering;
     uint16_t close_code;
     uint64_t deadline_ms;
     tls_conn *tls;
@@ -242,7 +242,16 @@ static void conn_start_send(worker *w, conn *c) {
         return;
     }
     /* Nothing left (and outq_next freed the buffers). */
-    if (c->close_after_flush) conn_destroy(w, c);
+    if (c->close_after_flush && !c->lingering) {
+        /* Lingering close: half-close and read (and drop) what the peer
+         * still sends until its FIN or the grace period. Closing at once
+         * with unread input would make the kernel answer with a reset, which
+         * can destroy our close frame before the peer reads it. */
+        c->lingering = true;
+        c->state = C_CLOSING;
+        c->deadline_ms = w->now_ms + CLOSE_GRACE_MS;
+        shutdown(c->fd, SHUT_WR);
+    }
 }
 
 /* Queues bytes for the socket, through TLS when there is TLS. Past the
@@ -787,6 +796,12 @@ static void on_recv(worker *w, conn *c, const loop_completion *cq) {
         c->closed_by_peer = true;
         if (!c->close_code) c->close_code = 1006;
         conn_destroy(w, c);
+        return;
+    }
+    if (c->lingering) {
+        /* Half-closed: the peer's remaining bytes are read and dropped. */
+        loop_buffer_release(w->loop, cq->buf_id);
+        if (!cq->more) loop_recv(w->loop, c->fd, tag_of(w, c));
         return;
     }
     uint8_t *data = loop_buffer(w->loop, cq->buf_id);
