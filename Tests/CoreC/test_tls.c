@@ -11,9 +11,11 @@
  *
  * Everything runs in memory: a client tls_conn and a server tls_conn are
  * wired together by copying tls_take() of one into tls_feed() of the other,
- * no socket anywhere. Certificates are generated into a mkdtemp directory.
- * A raw OpenSSL client (capped at TLS 1.2, or at 1.1) covers what our own
- * client never does. The figures printed at the end (heap per idle
+ * no socket anywhere. Certificates (and ticket key files) are generated
+ * into a mkdtemp directory. A raw OpenSSL client (capped at TLS 1.2, or at
+ * 1.1) covers what our own client never does, and a ClientHello built by
+ * hand offers a ticket with psk_ke alone, which no OpenSSL 3.0 client can
+ * be made to send. The figures printed at the end (heap per idle
  * connection, handshake cost) are measurements, not assertions.
  */
 #include <dirent.h>
@@ -29,6 +31,9 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "check.h"
@@ -271,12 +276,13 @@ static void test_self_signed(void) {
 
 static void test_config_errors(void) {
     tls_server *s = NULL;
-    CHECK_EQ_INT(tls_server_create(path_in("", "nope.crt"), key1, 0, &s, err, sizeof err),
+    CHECK_EQ_INT(tls_server_create(path_in("", "nope.crt"), key1, 0, NULL, &s, err, sizeof err),
                  TLS_ERR_CONFIG);
     CHECK(s == NULL && strstr(err, "nope.crt") != NULL);
-    CHECK_EQ_INT(tls_server_create(crt1, key2, 0, &s, err, sizeof err), TLS_ERR_CONFIG);
+    CHECK_EQ_INT(tls_server_create(crt1, key2, 0, NULL, &s, err, sizeof err), TLS_ERR_CONFIG);
     CHECK(s == NULL && strstr(err, "does not match") != NULL);
-    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, &s, NULL, 0), TLS_OK);   /* err is optional */
+    /* err is optional */
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, NULL, &s, NULL, 0), TLS_OK);
     tls_server_free(s);
 
     tls_client *c = NULL;
@@ -368,7 +374,7 @@ static void test_resumption_and_reload(void) {
     char *scrt = path_in("srv", "tls.crt"), *skey = path_in("srv", "tls.key");
     CHECK(copy_file(crt1, scrt) && copy_file(key1, skey));
     tls_server *srv = NULL;
-    CHECK_EQ_INT(tls_server_create(scrt, skey, 0, &srv, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_server_create(scrt, skey, 0, NULL, &srv, err, sizeof err), TLS_OK);
     if (srv == NULL) return;
     char fp[65];
     tls_server_fingerprint(srv, fp);
@@ -633,7 +639,7 @@ static void test_tls12_and_old_versions(tls_server *srv) {
 
 static void test_ticket_rotation(void) {
     tls_server *srv = NULL;
-    CHECK_EQ_INT(tls_server_create(crt1, key1, 1, &srv, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 1, NULL, &srv, err, sizeof err), TLS_OK);
     tls_client *a = NULL, *b = NULL;
     CHECK_EQ_INT(tls_client_create(NULL, fp1, &a, err, sizeof err), TLS_OK);
     CHECK_EQ_INT(tls_client_create(NULL, fp1, &b, err, sizeof err), TLS_OK);
@@ -653,6 +659,534 @@ static void test_ticket_rotation(void) {
     tls_client_free(a);
     tls_client_free(b);
     tls_server_free(srv);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ticket keys kept in a file: restarts, permissions, rotation               */
+
+/* The key names (hex) in a ticket key file and the current key's creation
+ * time; returns how many keys it holds, -1 if unreadable. */
+static int keyfile_names(const char *path, char cur[33], char prev[33], long long *cur_born) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return -1;
+    char line[512];
+    int n = 0;
+    cur[0] = prev[0] = '\0';
+    while (fgets(line, sizeof line, f) != NULL) {
+        char kind[16], name[33];
+        long long born;
+        if (sscanf(line, "%15s %lld %32s", kind, &born, name) != 3) continue;
+        if (strcmp(kind, "current") == 0) {
+            snprintf(cur, 33, "%s", name);
+            if (cur_born != NULL) *cur_born = born;
+            n++;
+        } else if (strcmp(kind, "previous") == 0) {
+            snprintf(prev, 33, "%s", name);
+            n++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/* Redates the key line `kind` of a key file to `age_ms` ago (negative: in
+ * the future), as if the server had been down that long. */
+static bool keyfile_redate(const char *path, const char *kind, long long age_ms) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return false;
+    char text[4096] = "", line[512];
+    size_t len = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    bool found = false;
+    while (fgets(line, sizeof line, f) != NULL && len < sizeof text) {
+        char k[16], rest[400];
+        long long born;
+        if (sscanf(line, "%15s %lld %399[^\n]", k, &born, rest) == 3 && strcmp(k, kind) == 0) {
+            len += (size_t)snprintf(text + len, sizeof text - len, "%s %lld %s\n", k,
+                                    now - age_ms, rest);
+            found = true;
+        } else {
+            len += (size_t)snprintf(text + len, sizeof text - len, "%s", line);
+        }
+    }
+    fclose(f);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.edit", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    bool ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+    if (fd >= 0) close(fd);
+    return found && ok && rename(tmp, path) == 0;
+}
+
+static bool write_text(const char *path, const char *text, mode_t mode) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    if (fd < 0) return false;
+    bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+    return close(fd) == 0 && ok && chmod(path, mode) == 0;
+}
+
+static ino_t inode_of(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+/* No temporary file left behind by the atomic rewrites. */
+static int temp_files_in(const char *path) {
+    DIR *d = opendir(path);
+    int n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) n += strstr(e->d_name, ".tmp") != NULL;
+    if (d != NULL) closedir(d);
+    return n;
+}
+
+static void test_ticket_key_file(void) {
+    mkdir(path_in("", "state"), 0700);
+    char *kf = path_in("state", "tls-tickets.key");
+    char cur[33], prev[33], cur2[33], prev2[33];
+    bool resumed;
+
+    /* Created at the first start, 0600, with a current key only. */
+    tls_server *srv = NULL;
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err), TLS_OK);
+    if (srv == NULL) return;
+    struct stat st;
+    CHECK(stat(kf, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600);
+    CHECK_EQ_INT(keyfile_names(kf, cur, prev, NULL), 1);
+    CHECK_EQ_INT(strlen(cur), 32);
+
+    tls_client *cli = NULL, *other = NULL;
+    CHECK_EQ_INT(tls_client_create(NULL, fp1, &cli, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_client_create(NULL, fp1, &other, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(connect_once(srv, cli, "localhost", &resumed), TLS_OK);
+    CHECK(!resumed);
+
+    /* A restart within the period: the same key, the file untouched, and
+     * the ticket from before the restart resumes. */
+    ino_t ino = inode_of(kf);
+    tls_server_free(srv);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err), TLS_OK);
+    if (srv == NULL) goto out;
+    CHECK(inode_of(kf) == ino);
+    CHECK_EQ_INT(keyfile_names(kf, cur2, prev2, NULL), 1);
+    CHECK(strcmp(cur, cur2) == 0);
+    CHECK_EQ_INT(connect_once(srv, cli, "localhost", &resumed), TLS_OK);
+    CHECK(resumed);
+    CHECK_EQ_INT(connect_once(srv, cli, "localhost", &resumed), TLS_OK);
+    CHECK(resumed);
+
+    /* Readable or writable by group or others: refused, and said why. */
+    tls_server_free(srv);
+    srv = NULL;
+    static const mode_t bad_modes[] = {0644, 0640, 0604, 0620, 0660};
+    for (size_t i = 0; i < sizeof bad_modes / sizeof *bad_modes; i++) {
+        CHECK(chmod(kf, bad_modes[i]) == 0);
+        err[0] = '\0';
+        CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err),
+                     TLS_ERR_CONFIG);
+        CHECK(srv == NULL && strstr(err, "tls-tickets.key") != NULL &&
+              strstr(err, "chmod 600") != NULL);
+        if (i == 0) {
+            CHECK(strstr(err, "0644") != NULL);
+            printf("ticket key file 0644: %s\n", err);
+        }
+    }
+    CHECK(chmod(kf, 0600) == 0);
+    CHECK(inode_of(kf) == ino);   /* refused, not replaced */
+
+    /* A start after a gap of more than one period rotates: a new current
+     * key, the old one kept as previous, and its tickets still resume. */
+    CHECK(keyfile_redate(kf, "current", 3600 * 1000LL * 3 / 2));
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err), TLS_OK);
+    if (srv == NULL) goto out;
+    CHECK_EQ_INT(keyfile_names(kf, cur2, prev2, NULL), 2);
+    CHECK(strcmp(prev2, cur) == 0 && strcmp(cur2, cur) != 0);
+    CHECK_EQ_INT(connect_once(srv, cli, "localhost", &resumed), TLS_OK);
+    CHECK(resumed);   /* and the new ticket is under the new key */
+    memcpy(cur, cur2, sizeof cur);
+
+    /* More than two periods: nothing kept, every ticket is dead. */
+    tls_server_free(srv);
+    CHECK(keyfile_redate(kf, "current", 3600 * 1000LL * 5 / 2));
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err), TLS_OK);
+    if (srv == NULL) goto out;
+    CHECK_EQ_INT(keyfile_names(kf, cur2, prev2, NULL), 1);
+    CHECK(strcmp(cur2, cur) != 0);
+    CHECK_EQ_INT(connect_once(srv, cli, "localhost", &resumed), TLS_OK);
+    CHECK(!resumed);
+    memcpy(cur, cur2, sizeof cur);
+
+    /* A current key dated in the future (the clock was set back): its age
+     * is unknown, so it is replaced. A minute's skew is tolerated. */
+    tls_server_free(srv);
+    CHECK(keyfile_redate(kf, "current", -30 * 1000LL));
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err), TLS_OK);
+    tls_server_free(srv);
+    CHECK_EQ_INT(keyfile_names(kf, cur2, prev2, NULL), 1);
+    CHECK(strcmp(cur2, cur) == 0);
+    CHECK(keyfile_redate(kf, "current", -86400 * 1000LL));
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, kf, &srv, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(keyfile_names(kf, cur2, prev2, NULL), 1);
+    CHECK(strcmp(cur2, cur) != 0);
+
+    /* A server with other keys (here: in memory) cannot read the tickets. */
+    tls_server *mem = NULL;
+    CHECK_EQ_INT(connect_once(srv, other, "localhost", &resumed), TLS_OK);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, NULL, &mem, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(connect_once(mem, other, "localhost", &resumed), TLS_OK);
+    CHECK(!resumed);
+    tls_server_free(mem);
+
+    /* Files that are not ours, and places we cannot write. */
+    tls_server *bad = NULL;
+    char *junk = path_in("state", "junk.key");
+    static const char *const junk_texts[] = {
+        "hello\n",
+        "aegis-tls-ticket-keys 1\n",   /* no current key */
+        "aegis-tls-ticket-keys 1\ncurrent 1 00 00 00\n",
+        "aegis-tls-ticket-keys 2\n",
+    };
+    for (size_t i = 0; i < sizeof junk_texts / sizeof *junk_texts; i++) {
+        CHECK(write_text(junk, junk_texts[i], 0600));
+        CHECK_EQ_INT(tls_server_create(crt1, key1, 0, junk, &bad, err, sizeof err),
+                     TLS_ERR_CONFIG);
+        CHECK(bad == NULL && strstr(err, "remove it") != NULL);
+    }
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, path_in("", "state"), &bad, err, sizeof err),
+                 TLS_ERR_CONFIG);   /* a directory */
+    CHECK(strstr(err, "regular file") != NULL);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, path_in("missing", "tls-tickets.key"), &bad,
+                                   err, sizeof err),
+                 TLS_ERR_CONFIG);
+    CHECK(bad == NULL && strstr(err, "No such file") != NULL);
+    /* A certificate error comes first and writes nothing. */
+    char *unwritten = path_in("state", "unwritten.key");
+    CHECK_EQ_INT(tls_server_create(crt1, key2, 0, unwritten, &bad, err, sizeof err),
+                 TLS_ERR_CONFIG);
+    CHECK(access(unwritten, F_OK) != 0);
+    CHECK_EQ_INT(temp_files_in(path_in("", "state")), 0);
+    CHECK(ERR_peek_error() == 0);
+out:
+    tls_server_free(srv);
+    tls_client_free(cli);
+    tls_client_free(other);
+}
+
+/* Rotation while running is written to the file (sleeps ~1.2 s). */
+static void test_ticket_rotation_persisted(void) {
+    char *kf = path_in("state", "rotating.key");
+    char k1[33], k2[33], cur[33], prev[33];
+    long long born1 = 0, born2 = 0;
+    tls_server *srv = NULL;
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 1, kf, &srv, err, sizeof err), TLS_OK);
+    if (srv == NULL) return;
+    CHECK_EQ_INT(keyfile_names(kf, k1, prev, &born1), 1);
+    tls_client *a = NULL, *b = NULL, *c = NULL;
+    CHECK_EQ_INT(tls_client_create(NULL, fp1, &a, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_client_create(NULL, fp1, &b, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_client_create(NULL, fp1, &c, err, sizeof err), TLS_OK);
+    bool resumed;
+    CHECK_EQ_INT(connect_once(srv, a, "localhost", &resumed), TLS_OK);   /* a: ticket under k1 */
+
+    /* Meanwhile, a server whose key file cannot be rewritten (its
+     * directory moved away; permissions would not stop root). */
+    mkdir(path_in("", "vanishing"), 0700);
+    char *vf = path_in("vanishing", "tls-tickets.key"), vk[33], vprev[33];
+    tls_server *stuck = NULL;
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 1, vf, &stuck, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(keyfile_names(vf, vk, vprev, NULL), 1);
+    if (stuck != NULL) CHECK_EQ_INT(connect_once(stuck, c, "localhost", &resumed), TLS_OK);
+    CHECK(rename(path_in("", "vanishing"), path_in("", "vanished")) == 0);
+
+    /* One period later the next ticket operation rotates, and the file
+     * follows: the new key current, k1 previous. */
+    nanosleep(&(struct timespec){1, 200000000}, NULL);
+    ino_t ino = inode_of(kf);
+    CHECK_EQ_INT(connect_once(srv, b, "localhost", &resumed), TLS_OK);   /* b: ticket under k2 */
+    CHECK(!resumed);
+
+    /* The write failed there: the server goes on with its keys in memory
+     * (c's ticket, now under the previous key, still resumes), the file
+     * keeps the old ones. */
+    if (stuck != NULL) {
+        CHECK_EQ_INT(connect_once(stuck, b, "stuck", &resumed), TLS_OK);   /* rotates */
+        CHECK_EQ_INT(connect_once(stuck, c, "localhost", &resumed), TLS_OK);
+        CHECK(resumed);
+        CHECK(ERR_peek_error() == 0);
+    }
+    tls_server_free(stuck);
+    CHECK_EQ_INT(keyfile_names(path_in("vanished", "tls-tickets.key"), cur, prev, NULL), 1);
+    CHECK(strcmp(cur, vk) == 0);
+    CHECK_EQ_INT(temp_files_in(path_in("", "vanished")), 0);
+    CHECK(inode_of(kf) != ino);   /* replaced by a rename, not rewritten in place */
+    CHECK_EQ_INT(keyfile_names(kf, k2, prev, &born2), 2);
+    CHECK(strcmp(prev, k1) == 0 && strcmp(k2, k1) != 0);
+    CHECK(born2 - born1 >= 1000 && born2 - born1 < 5000);
+    struct stat st;
+    CHECK(stat(kf, &st) == 0 && (st.st_mode & 0777) == 0600);
+
+    /* A restart now keeps both: a's ticket (previous key) and b's
+     * (current) both resume on the new server. */
+    tls_server_free(srv);
+    ino = inode_of(kf);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 1, kf, &srv, err, sizeof err), TLS_OK);
+    if (srv != NULL) {
+        CHECK(inode_of(kf) == ino);
+        CHECK_EQ_INT(keyfile_names(kf, cur, prev, NULL), 2);
+        CHECK(strcmp(cur, k2) == 0 && strcmp(prev, k1) == 0);
+        CHECK_EQ_INT(connect_once(srv, a, "localhost", &resumed), TLS_OK);
+        CHECK(resumed);
+        CHECK_EQ_INT(connect_once(srv, b, "localhost", &resumed), TLS_OK);
+        CHECK(resumed);
+    }
+    CHECK_EQ_INT(temp_files_in(path_in("", "state")), 0);
+    tls_client_free(a);
+    tls_client_free(b);
+    tls_client_free(c);
+    tls_server_free(srv);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Resumption without (EC)DHE                                                */
+
+/* The extensions of the ServerHello that starts a server's first flight
+ * (a plaintext handshake record). False if it is not one. */
+static bool server_hello_exts(const uint8_t *p, size_t n, bool *psk, bool *key_share) {
+    *psk = *key_share = false;
+    if (n < 9 || p[0] != 22 || p[5] != 2) return false;
+    size_t rec = (size_t)p[3] << 8 | p[4];
+    if (5 + rec > n) return false;
+    const uint8_t *h = p + 9, *end = p + 5 + rec;
+    if (end - h < 35) return false;
+    h += 34;   /* legacy_version, random */
+    size_t sid = *h++;
+    if ((size_t)(end - h) < sid + 5) return false;
+    h += sid + 3;   /* session id, cipher suite, compression */
+    size_t elen = (size_t)h[0] << 8 | h[1];
+    h += 2;
+    if ((size_t)(end - h) != elen) return false;
+    while (end - h >= 4) {
+        unsigned type = (unsigned)h[0] << 8 | h[1];
+        size_t len = (size_t)h[2] << 8 | h[3];
+        h += 4;
+        if ((size_t)(end - h) < len) return false;
+        if (type == 41) *psk = true;         /* pre_shared_key */
+        if (type == 51) *key_share = true;   /* key_share */
+        h += len;
+    }
+    return h == end;
+}
+
+/* Feeds a ClientHello to a new server connection; returns the server's
+ * first flight (and whether it is resuming) in out. */
+static size_t first_flight(tls_server *srv, const uint8_t *hello, size_t n, uint8_t *out,
+                           size_t cap, bool *resumed) {
+    tls_conn *s = tls_conn_server(srv);
+    size_t got = 0;
+    if (s != NULL && tls_feed(s, hello, n) == TLS_OK && drive(s) == TLS_WANT_MORE) {
+        got = tls_take(s, out, cap);
+        *resumed = tls_resumed(s);
+    }
+    tls_conn_free(s);
+    return got;
+}
+
+/* Our client's ClientHello for `name` (offering the cached session, if
+ * any), which is left unanswered. */
+static size_t client_hello(tls_client *cli, const char *name, uint8_t *out, size_t cap) {
+    tls_conn *c = tls_conn_client(cli, name);
+    size_t n = c != NULL ? tls_take(c, out, cap) : 0;
+    tls_conn_free(c);   /* mid-handshake: the cached session stays resumable */
+    return n;
+}
+
+static uint8_t *put16(uint8_t *p, size_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+/* HKDF-Expand-Label for one hash-length block (RFC 8446 §7.1). */
+static void expand_label(const EVP_MD *md, const uint8_t *secret, const char *label,
+                         const uint8_t *ctx, size_t ctx_len, uint8_t *out) {
+    int hl = EVP_MD_get_size(md);
+    uint8_t info[160];
+    size_t n = 0, ll = strlen(label);
+    info[n++] = (uint8_t)(hl >> 8);
+    info[n++] = (uint8_t)hl;
+    info[n++] = (uint8_t)(6 + ll);
+    memcpy(info + n, "tls13 ", 6);
+    memcpy(info + n + 6, label, ll);
+    n += 6 + ll;
+    info[n++] = (uint8_t)ctx_len;
+    if (ctx_len > 0) memcpy(info + n, ctx, ctx_len);
+    n += ctx_len;
+    info[n++] = 1;   /* T(1) = HMAC(secret, info | 0x01) */
+    HMAC(md, secret, hl, info, n, out, NULL);
+}
+
+/* A TLS 1.3 ClientHello record offering `sess`'s ticket with psk_ke as the
+ * only mode and no key_share: what OpenSSL 3.0's client cannot be made to
+ * send. The binder is computed by hand (RFC 8446 §4.2.11.2). */
+static size_t psk_ke_client_hello(SSL_SESSION *sess, uint8_t *out, size_t cap) {
+    const SSL_CIPHER *cipher = SSL_SESSION_get0_cipher(sess);
+    const EVP_MD *md = cipher != NULL ? SSL_CIPHER_get_handshake_digest(cipher) : NULL;
+    const unsigned char *ticket = NULL;
+    size_t ticket_len = 0, hl = md != NULL ? (size_t)EVP_MD_get_size(md) : 0;
+    uint8_t psk[EVP_MAX_MD_SIZE];
+    SSL_SESSION_get0_ticket(sess, &ticket, &ticket_len);
+    if (hl == 0 || SSL_SESSION_get_master_key(sess, psk, sizeof psk) != hl || ticket_len == 0 ||
+        ticket_len + hl + 200 > cap || ticket_len > 0x4000)
+        return 0;
+    uint8_t *b = out + 9;   /* after the record and handshake headers */
+    b = put16(b, 0x0303);
+    RAND_bytes(b, 32);
+    b += 32;
+    *b++ = 32;   /* a legacy session id, as middlebox-compatible clients send */
+    RAND_bytes(b, 32);
+    b += 32;
+    b = put16(b, 2);
+    b = put16(b, SSL_CIPHER_get_protocol_id(cipher));
+    *b++ = 1;
+    *b++ = 0;
+    uint8_t *ext_len = b;
+    b += 2;
+    static const uint8_t exts[] = {
+        0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04,                    /* supported_versions */
+        0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x03, 0x08, 0x04,  /* signature_algorithms */
+        0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d,              /* supported_groups */
+        0x00, 0x2d, 0x00, 0x02, 0x01, 0x00,                          /* psk_kex_modes: psk_ke */
+    };
+    memcpy(b, exts, sizeof exts);
+    b += sizeof exts;
+    /* pre_shared_key, last: one identity (the ticket, age 0), one binder. */
+    size_t ids = 2 + ticket_len + 4, binders = 1 + hl;
+    b = put16(b, 41);
+    b = put16(b, 2 + ids + 2 + binders);
+    b = put16(b, ids);
+    b = put16(b, ticket_len);
+    memcpy(b, ticket, ticket_len);
+    b += ticket_len;
+    memset(b, 0, 4);
+    b += 4;
+    uint8_t *truncated_end = b;   /* the binder covers the hello up to here */
+    b = put16(b, binders);
+    *b++ = (uint8_t)hl;
+    uint8_t *binder = b;
+    b += hl;
+    put16(ext_len, (size_t)(b - ext_len - 2));
+    size_t body = (size_t)(b - (out + 9));
+    out[5] = 1;   /* client_hello */
+    out[6] = (uint8_t)(body >> 16);
+    put16(out + 7, body);
+    out[0] = 22;
+    put16(out + 1, 0x0301);
+    put16(out + 3, body + 4);
+
+    uint8_t zeros[EVP_MAX_MD_SIZE] = {0}, early[EVP_MAX_MD_SIZE], empty[EVP_MAX_MD_SIZE],
+            binder_key[EVP_MAX_MD_SIZE], finished[EVP_MAX_MD_SIZE], th[EVP_MAX_MD_SIZE];
+    HMAC(md, zeros, (int)hl, psk, hl, early, NULL);   /* HKDF-Extract(0, PSK) */
+    EVP_Digest("", 0, empty, NULL, md, NULL);
+    expand_label(md, early, "res binder", empty, hl, binder_key);
+    expand_label(md, binder_key, "finished", NULL, 0, finished);
+    EVP_Digest(out + 5, (size_t)(truncated_end - (out + 5)), th, NULL, md, NULL);
+    HMAC(md, finished, (int)hl, th, hl, binder, NULL);
+    return (size_t)(b - out);
+}
+
+/* A TLS 1.3 session (with its ticket) from `srv`, by a raw OpenSSL client. */
+static SSL_SESSION *raw_tls13_session(tls_server *srv) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    raw_client r = raw_new(ctx, NULL);
+    tls_conn *s = tls_conn_server(srv);
+    int raw_rc = 0;
+    SSL_SESSION *sess = NULL;
+    if (raw_handshake(&r, s, &raw_rc) == TLS_WANT_MORE && raw_rc == 1) {
+        uint8_t buf[256];
+        size_t n;
+        (void)SSL_read_ex(r.ssl, buf, sizeof buf, &n);   /* takes the NewSessionTicket */
+        sess = SSL_get1_session(r.ssl);
+    }
+    if (sess != NULL && !SSL_SESSION_has_ticket(sess)) {
+        SSL_SESSION_free(sess);
+        sess = NULL;
+    }
+    SSL_shutdown(r.ssl);
+    SSL_free(r.ssl);
+    tls_conn_free(s);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return sess;
+}
+
+/* Does the OpenSSL we run make the server prefer psk_ke when both modes
+ * are offered (our client offers both)? 3.3 and later. */
+static bool server_prefers_psk_ke(void) {
+#ifdef SSL_OP_PREFER_NO_DHE_KEX
+    return OpenSSL_version_num() >= 0x30300000L;
+#else
+    return false;
+#endif
+}
+
+static uint8_t psk_ke_hello[4096];
+static size_t psk_ke_hello_len;
+
+static void test_resumption_kex(tls_server *srv) {
+    uint8_t hello[4096], flight[16384];
+    bool psk, key_share, resumed = false;
+    tls_client *cli = NULL;
+    CHECK_EQ_INT(tls_client_create(NULL, fp1, &cli, err, sizeof err), TLS_OK);
+    if (cli == NULL) return;
+
+    /* Our client, full then resumed: which mode did the server pick? */
+    CHECK_EQ_INT(connect_once(srv, cli, "kex.test", &resumed), TLS_OK);
+    size_t n = client_hello(cli, "kex.test", hello, sizeof hello);
+    size_t m = first_flight(srv, hello, n, flight, sizeof flight, &resumed);
+    CHECK(resumed && server_hello_exts(flight, m, &psk, &key_share) && psk);
+    CHECK(key_share == !server_prefers_psk_ke());
+    printf("resumption between our client and server (%s): %s\n",
+           OpenSSL_version(OPENSSL_VERSION),
+           key_share ? "psk_dhe_ke (OpenSSL < 3.3 always takes DHE when offered)"
+                     : "psk_ke (no key share)");
+    /* A full handshake's ServerHello has a key share and no PSK. */
+    n = client_hello(cli, "kex.other", hello, sizeof hello);
+    m = first_flight(srv, hello, n, flight, sizeof flight, &resumed);
+    CHECK(!resumed && server_hello_exts(flight, m, &psk, &key_share) && !psk && key_share);
+
+    tls_client_free(cli);
+
+    /* A client offering psk_ke alone resumes with no key share at all. */
+    SSL_SESSION *sess = raw_tls13_session(srv);
+    CHECK(sess != NULL);
+    if (sess == NULL) return;
+    psk_ke_hello_len = psk_ke_client_hello(sess, psk_ke_hello, sizeof psk_ke_hello);
+    SSL_SESSION_free(sess);
+    CHECK(psk_ke_hello_len > 0);
+    resumed = false;
+    m = first_flight(srv, psk_ke_hello, psk_ke_hello_len, flight, sizeof flight, &resumed);
+    CHECK(resumed && server_hello_exts(flight, m, &psk, &key_share) && psk && !key_share);
+    /* Such a client has nothing to fall back on: a ticket the server
+     * cannot read (other keys), or a binder that does not verify, ends the
+     * handshake (RFC 8446 §4.2.9, §4.2.11). Ours always offers psk_dhe_ke
+     * and a key share as well. */
+    tls_server *other = NULL;
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, NULL, &other, err, sizeof err), TLS_OK);
+    for (int i = 0; i < 2 && psk_ke_hello_len > 0 && other != NULL; i++) {
+        memcpy(hello, psk_ke_hello, psk_ke_hello_len);
+        if (i == 1) hello[psk_ke_hello_len - 1] ^= 1;   /* the binder's last byte */
+        tls_conn *s = tls_conn_server(i == 0 ? other : srv);
+        tls_feed(s, hello, psk_ke_hello_len);
+        CHECK_EQ_INT(drive(s), TLS_ERR_HANDSHAKE);
+        CHECK(!tls_handshake_done(s) && !tls_resumed(s));
+        tls_conn_free(s);
+    }
+    tls_server_free(other);
+    CHECK(ERR_peek_error() == 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -696,7 +1230,7 @@ static void *worker(void *p) {
 
 static void test_threads(void) {
     tls_server *srv = NULL;
-    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, &srv, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, NULL, &srv, err, sizeof err), TLS_OK);
     tls_client *cli = NULL;
     CHECK_EQ_INT(tls_client_create(crt1, NULL, &cli, err, sizeof err), TLS_OK);
     enum { W = 4 };
@@ -761,9 +1295,41 @@ static void measure(tls_server *srv) {
     echo_after_connect = true;
     CHECK_EQ_INT(full_ok, H);
     CHECK_EQ_INT(res_ok, H);
+    double full_med = median(full_srv, H), res_med = median(res_srv, H);
     printf("handshake in memory (TLS 1.3, X25519, ECDSA P-256), median per connection: "
-           "full %.0f us (server side %.0f us), resumed %.0f us (server side %.0f us)\n",
-           median(full_total, H), median(full_srv, H), median(res_total, H), median(res_srv, H));
+           "full %.0f us (server side %.0f us), resumed %.0f us (server side %.0f us, %.2f of "
+           "full)\n",
+           median(full_total, H), full_med, median(res_total, H), res_med, res_med / full_med);
+
+    /* The server's first flight alone (a ClientHello in; ServerHello to
+     * Finished out; connection setup and free included), each hello
+     * replayed H times: a full handshake, our client's resumption, and a
+     * client offering psk_ke alone. */
+    static double ff[3][H];
+    static uint8_t hellos[3][4096], flight[16384];
+    size_t hello_len[3] = {
+        client_hello(cli, "first-flight", hellos[0], sizeof hellos[0]),
+        client_hello(cli, "warm", hellos[1], sizeof hellos[1]),
+        psk_ke_hello_len,
+    };
+    memcpy(hellos[2], psk_ke_hello, psk_ke_hello_len);
+    int ff_ok = 0;
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < H; i++) {
+            bool resumed = false;
+            double t = now_us();
+            size_t n = first_flight(srv, hellos[k], hello_len[k], flight, sizeof flight, &resumed);
+            ff[k][i] = now_us() - t;
+            ff_ok += n > 0 && resumed == (k > 0);
+        }
+    }
+    CHECK_EQ_INT(ff_ok, 3 * H);
+    double ff_full = median(ff[0], H), ff_dhe = median(ff[1], H), ff_ke = median(ff[2], H);
+    double ke_est = res_med - (ff_dhe - ff_ke);
+    printf("server side, first flight only, median: full %.0f us, resumed psk_dhe_ke %.0f us, "
+           "resumed psk_ke %.0f us; a psk_ke resumption would cost the server ~%.0f us in all "
+           "(%.2f of full)\n",
+           ff_full, ff_dhe, ff_ke, ke_est, ke_est / full_med);
 
     /* Heap held by idle established connections. */
     enum { N = 1000 };
@@ -827,15 +1393,18 @@ int main(void) {
     test_self_signed();
     test_config_errors();
     test_resumption_and_reload();
+    test_ticket_key_file();
+    test_ticket_rotation_persisted();
 
     tls_server *srv = NULL;
     tls_client *cli = NULL;
-    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, &srv, err, sizeof err), TLS_OK);
+    CHECK_EQ_INT(tls_server_create(crt1, key1, 0, NULL, &srv, err, sizeof err), TLS_OK);
     CHECK_EQ_INT(tls_client_create(crt1, NULL, &cli, err, sizeof err), TLS_OK);
     if (srv != NULL && cli != NULL) {
         test_verification(srv);
         test_garbage(srv, cli);
         test_tls12_and_old_versions(srv);
+        test_resumption_kex(srv);
         measure(srv);
     }
     tls_client_free(cli);

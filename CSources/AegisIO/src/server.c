@@ -1171,8 +1171,16 @@ int aegis_io_start(const aegis_io_config *cfg, aegis_io **out, char *err, size_t
             rc = -EINVAL;
             goto fail;
         }
-        if (tls_server_create(cp, kp, io->cfg.ticket_rotate_seconds, &io->tls, err, err_len) !=
-            TLS_OK) {
+        /* Ticket keys persist there, so that tickets survive a restart. */
+        char tickets[512];
+        if ((size_t)snprintf(tickets, sizeof tickets, "%s/tls-tickets.key", io->cfg.data_dir) >=
+            sizeof tickets) {
+            snprintf(err, err_len, "data directory path too long: %s", io->cfg.data_dir);
+            rc = -EINVAL;
+            goto fail;
+        }
+        if (tls_server_create(cp, kp, io->cfg.ticket_rotate_seconds, tickets, &io->tls, err,
+                              err_len) != TLS_OK) {
             rc = -EINVAL;
             goto fail;
         }

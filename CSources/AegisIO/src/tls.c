@@ -9,10 +9,11 @@
  *
  * Threads: a tls_server or tls_client is shared by the workers; each
  * tls_conn belongs to one thread at a time. The server's mutex guards the
- * current SSL_CTX pointer and the ticket keys; the client's guards its
- * session cache. Every SSL holds a reference on the SSL_CTX it was made
- * from (SSL_new takes it), so a reload only swaps the pointer and drops the
- * server's own reference: the old context lives until its last connection.
+ * current SSL_CTX pointer and the ticket keys (a second one serialises
+ * writes of the ticket key file); the client's guards its session cache.
+ * Every SSL holds a reference on the SSL_CTX it was made from (SSL_new
+ * takes it), so a reload only swaps the pointer and drops the server's own
+ * reference: the old context lives until its last connection.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -94,10 +95,10 @@ static int hex_nibble(char c) {
     return -1;
 }
 
-/* Exactly 64 hex digits, either case. */
-static bool hex_decode32(const char *hex, uint8_t out[32]) {
-    if (strlen(hex) != 64) return false;
-    for (size_t i = 0; i < 32; i++) {
+/* Exactly 2n hex digits, either case. */
+static bool hex_decode(const char *hex, uint8_t *out, size_t n) {
+    if (strlen(hex) != 2 * n) return false;
+    for (size_t i = 0; i < n; i++) {
         int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) return false;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -218,6 +219,42 @@ static BIO_METHOD *queue_bio_method(void) {
 /* ------------------------------------------------------------------------ */
 /* Settings common to both sides                                             */
 
+/* TLS 1.3 resumption without (EC)DHE (psk_ke).
+ *
+ * A resumed handshake with psk_dhe_ke still costs the server an X25519 key
+ * generation and derivation: measured (test_tls.c), about 50 us of the
+ * ~130 us a resumption costs the server, against ~150 us for a full
+ * handshake. With psk_ke the ticket's PSK alone keys the session.
+ *
+ * What it gives up: TLS-level forward secrecy of resumed sessions. Whoever
+ * obtains a ticket key (from the key file, a copy of it, or the process's
+ * memory) and has recorded a psk_ke connection resumed with a ticket under
+ * that key can decrypt that connection's TLS layer, the upgrade request and
+ * its headers included; with psk_dhe_ke the recording stays sealed. (A
+ * stolen ticket key lets its holder pose as the gateway to clients resuming
+ * under it in either mode: see tls.h on the key file.) TLS is not the only
+ * layer: the protocol's own handshake derives the keys that seal every
+ * message from the agent's ephemeral X25519 key (mandatory with
+ * require_ephemeral), so message contents keep their forward secrecy; at
+ * the TLS layer it is defence in depth. Full handshakes are unchanged.
+ *
+ * Our choice, on both sides:
+ *  - the client offers psk_ke *and* psk_dhe_ke (SSL_OP_ALLOW_NO_DHE_KEX:
+ *    OpenSSL lists psk_dhe_ke first), so any server may still insist on
+ *    DHE and nothing breaks;
+ *  - the server accepts psk_ke (SSL_OP_ALLOW_NO_DHE_KEX) and, where OpenSSL
+ *    can (3.3 and later, SSL_OP_PREFER_NO_DHE_KEX), prefers it.
+ * What OpenSSL 3.0-3.2 actually do: a server takes psk_dhe_ke whenever the
+ * client offers it, and a client always offers it, so between two such
+ * ends a resumption still does X25519 (test_tls.c checks which mode was
+ * used, and that a client offering psk_ke alone gets it). */
+#ifdef SSL_OP_PREFER_NO_DHE_KEX
+#define SERVER_PSK_KE (SSL_OP_ALLOW_NO_DHE_KEX | SSL_OP_PREFER_NO_DHE_KEX)
+#else
+#define SERVER_PSK_KE SSL_OP_ALLOW_NO_DHE_KEX
+#endif
+#define CLIENT_PSK_KE SSL_OP_ALLOW_NO_DHE_KEX
+
 static int ctx_common(SSL_CTX *ctx) {
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     /* Renegotiation is a CPU-exhaustion vector and nothing here needs it. */
@@ -235,7 +272,7 @@ typedef struct ticket_key {
     uint8_t name[16];
     uint8_t aes[32];
     uint8_t hmac[32];
-    uint64_t born;   /* monotonic milliseconds */
+    int64_t born;   /* monotonic milliseconds (negative: older than this boot's clock) */
     bool live;
 } ticket_key;
 
@@ -244,21 +281,31 @@ struct tls_server {
     SSL_CTX *ctx;           /* for new handshakes; each SSL holds its own reference */
     char fingerprint[65];
     ticket_key cur, prev;   /* shared by every context, so tickets survive reloads */
-    uint64_t rotate_ms;
+    int64_t rotate_ms;
     unsigned rotate;
     char *cert_path, *key_path;
+    char *ticket_path;            /* NULL: the keys live in memory only */
+    pthread_mutex_t file_lock;    /* one writer of ticket_path at a time */
     BIO_METHOD *bio_method;
 };
 
 /* Milliseconds, not seconds: whole seconds would cut a key's life short
- * by up to one second at each end. */
-static uint64_t mono_ms(void) {
+ * by up to one second at each end. Ages within a run are measured on the
+ * monotonic clock (immune to the wall clock being set); only the key file
+ * holds wall-clock times, as a monotonic time means nothing after a reboot. */
+static int64_t mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool key_new(ticket_key *k, uint64_t now) {
+static int64_t real_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool key_new(ticket_key *k, int64_t now) {
     ticket_key fresh = {.born = now, .live = true};
     if (RAND_bytes(fresh.name, sizeof fresh.name) != 1 ||
         RAND_bytes(fresh.aes, sizeof fresh.aes) != 1 ||
@@ -274,24 +321,246 @@ static bool key_new(ticket_key *k, uint64_t now) {
 
 /* Rotation is lazy, at the first ticket operation past the deadline: no
  * timer thread. The outgoing key stays as `prev` only while it is younger
- * than two periods, so no ticket lives longer than that. Lock held. */
-static void keys_rotate_locked(tls_server *s, uint64_t now) {
-    if (now - s->cur.born < s->rotate_ms) return;
+ * than two periods, so no ticket lives longer than that. Lock held.
+ * Returns true when the keys changed. */
+static bool keys_rotate_locked(tls_server *s, int64_t now) {
+    if (now - s->cur.born < s->rotate_ms) return false;
     ticket_key next;
-    if (!key_new(&next, now)) return;   /* keep the old key rather than none */
+    if (!key_new(&next, now)) return false;   /* keep the old key rather than none */
     OPENSSL_cleanse(&s->prev, sizeof s->prev);
     if (now - s->cur.born < 2 * s->rotate_ms) s->prev = s->cur;
     s->cur = next;
     OPENSSL_cleanse(&next, sizeof next);
+    return true;
+}
+
+/* ---- the key file (see tls.h) ----
+ *
+ *   aegis-tls-ticket-keys 1
+ *   current <born, Unix ms> <name: 32 hex> <AES key: 64 hex> <HMAC key: 64 hex>
+ *   previous <born> <name> <AES key> <HMAC key>          (optional)
+ */
+#define KEYFILE_MAGIC "aegis-tls-ticket-keys 1"
+#define KEYFILE_MAX 4096
+/* A key dated this far in the future (the clock was set back since it was
+ * written) is discarded: its real age is unknown. Less is taken as age 0. */
+#define KEYFILE_FUTURE_SLACK_MS 60000
+
+static void sync_dir(const char *dir);
+
+/* One "current"/"previous" line; born is left in wall-clock ms. */
+static int key_line_format(char *out, size_t cap, const char *kind, const ticket_key *k,
+                           int64_t born_real) {
+    char name[33], aes[65], hmac[65];
+    hex_encode(k->name, sizeof k->name, name);
+    hex_encode(k->aes, sizeof k->aes, aes);
+    hex_encode(k->hmac, sizeof k->hmac, hmac);
+    int n = snprintf(out, cap, "%s %lld %s %s %s\n", kind, (long long)born_real, name, aes, hmac);
+    OPENSSL_cleanse(aes, sizeof aes);
+    OPENSSL_cleanse(hmac, sizeof hmac);
+    return n;
+}
+
+static bool key_line_parse(const char *line, char kind[16], ticket_key *k) {
+    char name[40], aes[72], hmac[72], extra;
+    long long born = 0;
+    int n = sscanf(line, "%15s %lld %39s %71s %71s %c", kind, &born, name, aes, hmac, &extra);
+    bool ok = n == 5 && hex_decode(name, k->name, sizeof k->name) &&
+              hex_decode(aes, k->aes, sizeof k->aes) && hex_decode(hmac, k->hmac, sizeof k->hmac);
+    k->born = born;
+    k->live = ok;
+    OPENSSL_cleanse(aes, sizeof aes);
+    OPENSSL_cleanse(hmac, sizeof hmac);
+    return ok;
+}
+
+/* Writes the file: a temporary file (mkstemp: 0600) next to it, synced,
+ * renamed over it, and the directory synced, so that a crash leaves either
+ * the old keys or the new ones, never a torn file. */
+static int keyfile_write(const char *path, const ticket_key *cur, const ticket_key *prev,
+                         int64_t mono_now, int64_t real_now, char *err, size_t err_len) {
+    char text[512], tmp[PATH_MAX], dir[PATH_MAX];   /* the text needs ~420 bytes */
+    size_t len = (size_t)snprintf(text, sizeof text, "%s\n", KEYFILE_MAGIC);
+    len += (size_t)key_line_format(text + len, sizeof text - len, "current", cur,
+                                   real_now - (mono_now - cur->born));
+    if (prev->live && len < sizeof text)
+        len += (size_t)key_line_format(text + len, sizeof text - len, "previous", prev,
+                                       real_now - (mono_now - prev->born));
+    int rc = TLS_OK, fd = -1;
+    if (len >= sizeof text ||
+        (size_t)snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path) >= sizeof tmp) {
+        rc = fail(TLS_ERR_CONFIG, err, err_len, "ticket key file %s: path too long", path);
+        goto out;
+    }
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        rc = fail(TLS_ERR_CONFIG, err, err_len, "writing ticket key file %s: %s", path,
+                  strerror(errno));
+        goto out;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    bool ok = off == len && fchmod(fd, 0600) == 0 && fsync(fd) == 0;
+    int saved = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        saved = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        saved = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        rc = fail(TLS_ERR_CONFIG, err, err_len, "writing ticket key file %s: %s", path,
+                  strerror(saved));
+        goto out;
+    }
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        sync_dir(".");
+    } else {
+        size_t dl = slash == path ? 1 : (size_t)(slash - path);
+        if (dl < sizeof dir) {
+            memcpy(dir, path, dl);
+            dir[dl] = '\0';
+            sync_dir(dir);
+        }
+    }
+out:
+    OPENSSL_cleanse(text, sizeof text);
+    return rc;
+}
+
+/* Reads the file into cur/prev (ages converted to the monotonic clock);
+ * with no file, TLS_OK and no live key. A file that others may read, or
+ * that is not ours, is refused: the keys decrypt every ticket. */
+static int keyfile_read(const char *path, ticket_key *cur, ticket_key *prev, char *err,
+                        size_t err_len) {
+    *cur = (ticket_key){0};
+    *prev = (ticket_key){0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) return TLS_OK;
+    if (fd < 0)
+        return fail(TLS_ERR_CONFIG, err, err_len, "ticket key file %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(TLS_ERR_CONFIG, err, err_len, "ticket key file %s: not a regular file", path);
+    }
+    if ((st.st_mode & 077) != 0) {
+        close(fd);
+        return fail(TLS_ERR_CONFIG, err, err_len,
+                    "ticket key file %s has mode %04o: group and others must have no access, "
+                    "as the keys decrypt every session ticket (chmod 600 %s)",
+                    path, (unsigned)(st.st_mode & 07777), path);
+    }
+    char text[KEYFILE_MAX + 1];
+    size_t len = 0;
+    ssize_t r = 0;
+    while (len < sizeof text && (r = read(fd, text + len, sizeof text - len)) != 0) {
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) break;
+        len += (size_t)r;
+    }
+    int saved = errno;
+    close(fd);
+    if (r < 0) {
+        OPENSSL_cleanse(text, sizeof text);
+        return fail(TLS_ERR_CONFIG, err, err_len, "ticket key file %s: %s", path,
+                    strerror(saved));
+    }
+    bool ok = len < sizeof text;   /* a full buffer: too long to be ours */
+    text[ok ? len : KEYFILE_MAX] = '\0';
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    ok = ok && line != NULL && strcmp(line, KEYFILE_MAGIC) == 0;
+    while (ok && (line = strtok_r(NULL, "\n", &save)) != NULL) {
+        char kind[16];
+        ticket_key k = {0};
+        ok = key_line_parse(line, kind, &k);
+        if (ok && strcmp(kind, "current") == 0 && !cur->live) *cur = k;
+        else if (ok && strcmp(kind, "previous") == 0 && !prev->live) *prev = k;
+        else ok = false;
+        OPENSSL_cleanse(&k, sizeof k);
+    }
+    OPENSSL_cleanse(text, sizeof text);
+    if (!ok || !cur->live) {
+        OPENSSL_cleanse(cur, sizeof *cur);
+        OPENSSL_cleanse(prev, sizeof *prev);
+        return fail(TLS_ERR_CONFIG, err, err_len,
+                    "ticket key file %s is not one this server wrote (remove it to start with "
+                    "new ticket keys)",
+                    path);
+    }
+    /* Wall clock to monotonic: born = now - age. */
+    int64_t mono_now = mono_ms(), real_now = real_ms();
+    ticket_key *keys[2] = {cur, prev};
+    for (int i = 0; i < 2; i++) {
+        if (!keys[i]->live) continue;
+        int64_t age = real_now - keys[i]->born;
+        if (age < -KEYFILE_FUTURE_SLACK_MS) OPENSSL_cleanse(keys[i], sizeof *keys[i]);
+        else keys[i]->born = mono_now - (age < 0 ? 0 : age);
+    }
+    return TLS_OK;
+}
+
+/* Saves the current keys. The keys are copied under the key lock while the
+ * file lock is held, so whichever thread writes last writes the newest. */
+static int keys_save(tls_server *s, char *err, size_t err_len) {
+    pthread_mutex_lock(&s->file_lock);
+    pthread_mutex_lock(&s->lock);
+    ticket_key cur = s->cur, prev = s->prev;
+    pthread_mutex_unlock(&s->lock);
+    int rc = keyfile_write(s->ticket_path, &cur, &prev, mono_ms(), real_ms(), err, err_len);
+    OPENSSL_cleanse(&cur, sizeof cur);
+    OPENSSL_cleanse(&prev, sizeof prev);
+    pthread_mutex_unlock(&s->file_lock);
+    return rc;
+}
+
+/* At start: the keys from the file when there is one (rotated if the
+ * current one is a period old or more, i.e. the server was down that
+ * long), else new ones; the file is written if anything changed. */
+static int keys_init(tls_server *s, char *err, size_t err_len) {
+    int64_t now = mono_ms();
+    bool dirty = false;
+    ticket_key cur = {0}, prev = {0};
+    if (s->ticket_path != NULL) {
+        int rc = keyfile_read(s->ticket_path, &cur, &prev, err, err_len);
+        if (rc != TLS_OK) return rc;
+    }
+    if (!cur.live) {   /* no file, or its current key was dated in the future */
+        dirty = true;
+        if (!key_new(&s->cur, now))
+            return fail(TLS_ERR_CONFIG, err, err_len, "ticket key: no randomness");
+    } else {
+        s->cur = cur;
+        if (prev.live && now - prev.born < 2 * s->rotate_ms) s->prev = prev;
+        else dirty = dirty || prev.live;   /* expired: drop it from the file too */
+        dirty = keys_rotate_locked(s, now) || dirty;   /* no other thread yet */
+    }
+    OPENSSL_cleanse(&cur, sizeof cur);
+    OPENSSL_cleanse(&prev, sizeof prev);
+    if (s->ticket_path == NULL || !dirty) return TLS_OK;
+    return keys_save(s, err, err_len);
 }
 
 /* Copies the key to use (enc) or the one named (dec) out of the lock.
- * Returns true when there is one (a name may be unknown or expired). */
+ * Returns true when there is one (a name may be unknown or expired). A
+ * rotation is written to the key file here, by the thread that made it:
+ * once per period, a write and two fsyncs outside the key lock. If the
+ * write fails the file keeps the older keys (tickets under the newer ones
+ * then do not survive a restart), and the next rotation tries again. */
 static bool keys_pick(tls_server *s, const uint8_t *name, ticket_key *out) {
-    uint64_t now = mono_ms();
+    int64_t now = mono_ms();
     bool found = false;
     pthread_mutex_lock(&s->lock);
-    keys_rotate_locked(s, now);
+    bool rotated = keys_rotate_locked(s, now);
     if (name == NULL || memcmp(name, s->cur.name, 16) == 0) {
         *out = s->cur;
         found = true;
@@ -301,6 +570,7 @@ static bool keys_pick(tls_server *s, const uint8_t *name, ticket_key *out) {
         found = true;
     }
     pthread_mutex_unlock(&s->lock);
+    if (rotated && s->ticket_path != NULL) (void)keys_save(s, NULL, 0);
     return found;
 }
 
@@ -346,7 +616,7 @@ static int server_ctx_new(tls_server *s, SSL_CTX **out, char fp[65], char *err, 
         rc = fail(TLS_ERR_CONFIG, err, err_len, "TLS settings");
         goto out;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SERVER_PSK_KE);
     /* Resumption is by stateless tickets only: no per-session server state. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SID_CTX,
@@ -390,28 +660,38 @@ out:
 }
 
 int tls_server_create(const char *cert_path, const char *key_path, unsigned ticket_rotate_seconds,
-                      tls_server **out, char *err, size_t err_len) {
+                      const char *ticket_key_path, tls_server **out, char *err, size_t err_len) {
     *out = NULL;
     if (cert_path == NULL || key_path == NULL)
         return fail(TLS_ERR_CONFIG, err, err_len, "certificate and key paths are required");
     tls_server *s = calloc(1, sizeof *s);
     if (s == NULL) return fail(TLS_ERR_NOMEM, err, err_len, "tls_server");
     s->rotate = ticket_rotate_seconds ? ticket_rotate_seconds : TLS_DEFAULT_ROTATE;
-    s->rotate_ms = (uint64_t)s->rotate * 1000;
+    s->rotate_ms = (int64_t)s->rotate * 1000;
     s->cert_path = strdup(cert_path);
     s->key_path = strdup(key_path);
+    s->ticket_path = ticket_key_path != NULL ? strdup(ticket_key_path) : NULL;
     s->bio_method = queue_bio_method();
-    if (s->cert_path == NULL || s->key_path == NULL || s->bio_method == NULL ||
-        pthread_mutex_init(&s->lock, NULL) != 0) {
+    bool locks = false;
+    if (pthread_mutex_init(&s->lock, NULL) == 0) {
+        locks = pthread_mutex_init(&s->file_lock, NULL) == 0;
+        if (!locks) pthread_mutex_destroy(&s->lock);
+    }
+    if (s->cert_path == NULL || s->key_path == NULL || s->bio_method == NULL || !locks ||
+        (ticket_key_path != NULL && s->ticket_path == NULL)) {
+        if (locks) {
+            pthread_mutex_destroy(&s->lock);
+            pthread_mutex_destroy(&s->file_lock);
+        }
         BIO_meth_free(s->bio_method);
         free(s->cert_path);
         free(s->key_path);
+        free(s->ticket_path);
         free(s);
         return fail(TLS_ERR_NOMEM, err, err_len, "tls_server");
     }
-    int rc = key_new(&s->cur, mono_ms())
-                 ? server_ctx_new(s, &s->ctx, s->fingerprint, err, err_len)
-                 : fail(TLS_ERR_CONFIG, err, err_len, "ticket key: no randomness");
+    int rc = server_ctx_new(s, &s->ctx, s->fingerprint, err, err_len);
+    if (rc == TLS_OK) rc = keys_init(s, err, err_len);
     if (rc != TLS_OK) {
         tls_server_free(s);
         return rc;
@@ -441,8 +721,10 @@ void tls_server_free(tls_server *s) {
     OPENSSL_cleanse(&s->cur, sizeof s->cur);
     OPENSSL_cleanse(&s->prev, sizeof s->prev);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->file_lock);
     free(s->cert_path);
     free(s->key_path);
+    free(s->ticket_path);
     free(s);
 }
 
@@ -670,7 +952,7 @@ static int client_ctx_trust(tls_client *cl, const char *ca_path, const char *pin
                             size_t err_len) {
     SSL_CTX_set_verify(cl->ctx, SSL_VERIFY_PEER, NULL);
     if (pin != NULL) {
-        if (!hex_decode32(pin, cl->pin))
+        if (!hex_decode(pin, cl->pin, sizeof cl->pin))
             return fail(TLS_ERR_CONFIG, err, err_len, "pin: want 64 hex digits (SHA-256)");
         cl->pinned = true;
         SSL_CTX_set_cert_verify_callback(cl->ctx, pin_verify, cl);
@@ -706,6 +988,7 @@ int tls_client_create(const char *ca_path, const char *pin_sha256_hex, tls_clien
          * keyed by session id and useless to a client). */
         SSL_CTX_set_session_cache_mode(cl->ctx,
                                        SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_set_options(cl->ctx, CLIENT_PSK_KE);   /* see SERVER_PSK_KE */
         SSL_CTX_sess_set_new_cb(cl->ctx, on_new_session);
         rc = client_ctx_trust(cl, ca_path, pin_sha256_hex, err, err_len);
     }

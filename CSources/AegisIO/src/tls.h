@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct tls_server tls_server;   /* certificate, key, ticket keys */
+typedef struct tls_server tls_server;   /* certificate, key, ticket keys (and their file) */
 typedef struct tls_client tls_client;   /* trust: CA file or pinned SHA-256 */
 typedef struct tls_conn tls_conn;
 
@@ -52,12 +52,41 @@ enum {
  * A server context from PEM files. TLS 1.2 and 1.3 only; session resumption
  * by stateless tickets whose keys rotate every `ticket_rotate_seconds`
  * (0: 3600; the previous key still decrypts, so a ticket lives up to twice
- * that). The ticket keys are random, in memory, and belong to the server,
- * not to a certificate: tickets stay valid across tls_server_reload().
+ * that). The ticket keys are random and belong to the server, not to a
+ * certificate: tickets stay valid across tls_server_reload(). TLS 1.3
+ * resumption may skip (EC)DHE (psk_ke) when the client offers it: see
+ * SERVER_PSK_KE in tls.c for when that happens and what it trades.
+ *
+ * With `ticket_key_path` NULL the keys live in memory only, and a restart
+ * invalidates every ticket (each client then makes a full handshake).
+ * Otherwise they are kept in that file (aegis_io: <data_dir>/tls-tickets.key)
+ * so that tickets survive a restart:
+ *  - read at start; created if absent. It must be a regular file with no
+ *    access for group or others (0600): anything else is TLS_ERR_CONFIG
+ *    and the message says so (as does a file that is not one we wrote:
+ *    remove it to start with new keys);
+ *  - it holds the current and the previous key with their creation times
+ *    (wall clock, Unix ms; ages within a run use the monotonic clock). A
+ *    start less than one period after the current key was made keeps it; a
+ *    later start rotates (a new current key, the old one kept as previous
+ *    while younger than two periods), so a ticket issued up to two periods
+ *    ago still resumes, whether or not the server restarted meanwhile;
+ *  - rewritten whenever the keys rotate, by the thread whose ticket
+ *    operation found them due: a temporary file (0600) in the same
+ *    directory, fsync, rename over the old one, fsync of the directory, so
+ *    a crash leaves the old keys or the new, never a torn file. A failed
+ *    rewrite (disk full…) keeps the new keys in memory and the file stale;
+ *    the next rotation writes again.
+ * The file is as secret as the certificate's private key: whoever holds it
+ * can decrypt tickets issued under its keys, pose as this server to clients
+ * resuming with them and, for psk_ke resumptions, read recorded traffic.
+ * Keep it out of backups and images; deleting it (then restarting) only
+ * costs one full handshake per client. One server per file: two processes
+ * sharing it would each rotate and overwrite the other's keys.
  * `err` may be NULL.
  */
 int tls_server_create(const char *cert_path, const char *key_path, unsigned ticket_rotate_seconds,
-                      tls_server **out, char *err, size_t err_len);
+                      const char *ticket_key_path, tls_server **out, char *err, size_t err_len);
 /* Rereads the files (SIGHUP). New handshakes use them; established
  * connections keep theirs. On failure the old certificate stays in use. */
 int tls_server_reload(tls_server *s, char *err, size_t err_len);
