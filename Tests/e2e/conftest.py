@@ -25,8 +25,8 @@ def free_port():
 
 
 class Server:
-    def __init__(self, backend, tls, extra=(), env=None):
-        self.data_dir = tempfile.mkdtemp(prefix="aegis-e2e-")
+    def __init__(self, backend, tls, extra=(), env=None, data_dir=None):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="aegis-e2e-")
         self.port = free_port()
         self.tls = tls
         args = [AEGISD, "--echo", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,

@@ -142,3 +142,25 @@ def test_auto_falls_back_to_epoll_when_io_uring_is_unavailable():
             assert ws.recv() == "still echoes"
     finally:
         server.stop()
+
+
+def test_resumption_survives_a_restart(backend):
+    first = Server(backend, tls=True)
+    try:
+        ctx = ssl.create_default_context(cafile=first.cert)
+        s = tls_connect(first.port, first.cert, ctx=ctx)
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(4096)
+        session = s.session
+        s.close()
+    finally:
+        first.stop()
+    # Same data directory: same certificate and ticket keys.
+    second = Server(backend, tls=True, data_dir=first.data_dir)
+    try:
+        again = tls_connect(second.port, second.cert, session=session, ctx=ctx)
+        assert again.session_reused
+        again.close()
+        assert oct(os.stat(os.path.join(second.data_dir, "tls-tickets.key")).st_mode & 0o777) == "0o600"
+    finally:
+        second.stop()
