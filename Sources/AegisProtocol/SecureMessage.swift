@@ -79,6 +79,12 @@ public struct SecureMessage: Sendable, Equatable {
     public var plaintext: [UInt8]
     /// The id was received before in this session (§4): ack again, do not process.
     public var isDuplicate: Bool
+    /// The envelope's ciphertext (with its tag), nonce and signature exactly
+    /// as received: with the header and the session id, everything needed
+    /// to verify the message again later.
+    public var ciphertext: [UInt8] = []
+    public var nonce: [UInt8] = []
+    public var signature: [UInt8] = []
 
     public var id: String { header.id }
     public var type: MessageType { header.type }

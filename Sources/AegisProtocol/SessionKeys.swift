@@ -91,16 +91,21 @@ extension SecureMessage {
         func text<T>(_ tuple: T, _ len: Int) -> String {
             withUnsafeBytes(of: tuple) { String(decoding: $0.prefix(len), as: UTF8.self) }
         }
-        var pt: [UInt8] = []
+        var pt: [UInt8] = [], ct: [UInt8] = []
         if let p = m.plaintext, m.plaintext_len > 0 {
             pt = Array(UnsafeBufferPointer(start: p, count: m.plaintext_len))
+        }
+        if let p = m.ciphertext, m.ciphertext_len > 0 {
+            ct = Array(UnsafeBufferPointer(start: p, count: m.ciphertext_len))
         }
         self.init(
             header: MessageHeader(
                 id: text(m.id, m.id_len), type: MessageType(m.type) ?? .event,
                 channel: text(m.channel, m.channel_len),
                 ref: m.ref_len == 0 ? nil : text(m.ref, m.ref_len), timestamp: m.timestamp),
-            plaintext: pt, isDuplicate: m.duplicate)
+            plaintext: pt, isDuplicate: m.duplicate, ciphertext: ct,
+            nonce: withUnsafeBytes(of: m.nonce) { Array($0) },
+            signature: withUnsafeBytes(of: m.signature) { Array($0) })
     }
 }
 

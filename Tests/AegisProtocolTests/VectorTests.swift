@@ -128,6 +128,10 @@ import Testing
             let m = try receiver.open(Array(v.s("json").utf8), now: v.u("receiver_now"))
             #expect(m.header == header, "\(name)")
             #expect(m.plaintext == pt, "\(name)")
+            // The audit fields are the envelope's, exactly as received.
+            #expect(Base64.encode(m.ciphertext) == v.s("payload"), "\(name)")
+            #expect(hexString(m.nonce) == v.s("nonce_hex"), "\(name)")
+            #expect(Base64.encode(m.signature) == v.s("signature"), "\(name)")
             if let ids = v["ack_ids"] as? [String] {
                 #expect(try AckPlaintext.ids(from: m.plaintext) == ids, "\(name)")
                 #expect(try AckPlaintext.build(ids: ids) == pt, "\(name)")

@@ -143,8 +143,11 @@ static void pump(harness *h, int ms) {
             it->ev = sevs[i];
             it->pt = NULL;
             if (sevs[i].kind == AEGIS_IO_EV_MESSAGE) {
-                it->pt = dup_bytes(sevs[i].message.plaintext, sevs[i].message.plaintext_len);
+                /* plaintext and ciphertext are adjacent in the event record */
+                it->pt = dup_bytes(sevs[i].message.plaintext,
+                                   sevs[i].message.plaintext_len + sevs[i].message.ciphertext_len);
                 it->ev.message.plaintext = it->pt;
+                it->ev.message.ciphertext = it->pt + sevs[i].message.plaintext_len;
             }
         }
         if (n < 32) break;
@@ -481,6 +484,7 @@ static uint64_t test_happy_path(harness *h) {
     char *json = agent_seal(h, as, AEGIS_MSG_EVENT, "telemetry", NULL, pt, sizeof pt, id, &jlen);
     if (json) {
         CHECK_EQ_INT(aegis_wsc_send(h->ep, cconn, true, json, jlen), 0);
+        char *json_copy = strndup(json, jlen);
         free(json);
         aegis_io_event ev;
         bool ok = wait_server(h, sconn, AEGIS_IO_EV_MESSAGE, &ev);
@@ -493,7 +497,18 @@ static uint64_t test_happy_path(harness *h) {
             CHECK(!ev.message.duplicate);
             CHECK_EQ_INT(ev.message.plaintext_len, sizeof pt);
             if (ev.message.plaintext_len == sizeof pt) CHECK_EQ_MEM(ev.message.plaintext, pt, sizeof pt);
+            /* The audit fields: the sealed envelope's, byte for byte. */
+            CHECK_EQ_INT(ev.message.ciphertext_len, sizeof pt + AEGIS_TAG_BYTES);
+            CHECK(ev.message.ciphertext != NULL);
+            CHECK(strstr(json_copy, "\"payload\":\"") != NULL);
+            if (ev.message.ciphertext && ev.message.ciphertext_len == sizeof pt + AEGIS_TAG_BYTES) {
+                char b64[2048];
+                aegis_b64_encode(ev.message.ciphertext, ev.message.ciphertext_len, b64);
+                b64[aegis_b64_encoded_len(ev.message.ciphertext_len)] = '\0';
+                CHECK(strstr(json_copy, b64) != NULL);
+            }
         }
+        free(json_copy);
     }
 
     /* a request down, sealed by the worker, opened by the agent */

@@ -66,6 +66,8 @@ static void check_message(const aegis_message *m, const uint8_t *buf, size_t cap
     assert(m->id_len >= 1 && m->id_len <= AEGIS_ID_MAX && m->id[m->id_len] == '\0');
     assert(m->channel_len >= 1 && m->channel_len <= AEGIS_CHANNEL_MAX);
     assert(m->plaintext >= buf && m->plaintext + m->plaintext_len <= buf + cap);
+    assert(m->ciphertext >= buf && m->ciphertext + m->ciphertext_len <= buf + cap);
+    assert(m->ciphertext_len == m->plaintext_len + AEGIS_TAG_BYTES);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -465,6 +465,13 @@ typedef struct aegis_message {
     const uint8_t *plaintext;
     size_t plaintext_len;
     bool duplicate;         /* the id was received before in this session */
+    /* The envelope's cryptographic fields exactly as received, so that a
+     * store can keep an audit record that can be verified again later; the
+     * ciphertext (with its tag) points into the caller's buffer too. */
+    uint8_t nonce[AEGIS_MSG_NONCE_BYTES];
+    uint8_t signature[AEGIS_SIGNATURE_BYTES];
+    const uint8_t *ciphertext;
+    size_t ciphertext_len;
 } aegis_message;
 
 /* Buffer sizes for a plaintext of pt_len bytes / a JSON text of json_len. */

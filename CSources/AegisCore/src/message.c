@@ -286,6 +286,8 @@ aegis_status aegis_open(aegis_session *s, const char *json, size_t len, uint64_t
     m->plaintext = NULL;
     m->plaintext_len = 0;
     m->duplicate = false;
+    m->ciphertext = NULL;
+    m->ciphertext_len = 0;
     if (buf_cap < aegis_open_buffer_size(len)) return AEGIS_E_BUFFER_TOO_SMALL;
 
     /* 1. syntax */
@@ -366,6 +368,10 @@ aegis_status aegis_open(aegis_session *s, const char *json, size_t len, uint64_t
 
     m->plaintext = pt_region;
     m->plaintext_len = pt_len;
+    memcpy(m->nonce, nonce, sizeof nonce);
+    memcpy(m->signature, sig, sizeof sig);
+    m->ciphertext = ct;
+    m->ciphertext_len = ct_len;
     uint64_t expires = m->timestamp > UINT64_MAX - s->skew ? UINT64_MAX : m->timestamp + s->skew;
     dedupe_check_and_remember(&s->seen, m->id, m->id_len, expires, now, &m->duplicate);
     return AEGIS_OK;

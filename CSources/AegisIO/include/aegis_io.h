@@ -119,8 +119,9 @@ typedef struct aegis_io_event {
     char peer[64];                     /* "ip:port" */
     /* AUTH_REQUEST */
     aegis_auth_request auth;
-    /* MESSAGE: header fields, and the plaintext, valid until the next
-     * aegis_io_poll_events() call. */
+    /* MESSAGE: header fields, the plaintext, and the ciphertext, nonce and
+     * signature as received (for the audit record); the buffers are valid
+     * until the next aegis_io_poll_events() call. */
     aegis_message message;
     /* CLOSED: the code sent or received, and who closed. */
     uint16_t close_code;

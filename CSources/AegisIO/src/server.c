@@ -91,7 +91,8 @@ typedef struct ev_rec {
     uint8_t kind;
     bool closed_by_peer;
     uint16_t close_code;
-    uint32_t pt_len;
+    uint32_t pt_len;         /* MESSAGE: plaintext bytes, then ct_len ciphertext bytes */
+    uint32_t ct_len;
     uint64_t conn;
     union {
         struct {
@@ -605,7 +606,8 @@ static void run_open_batch(worker *w) {
             conn_fail(w, c, 4004, reason ? reason : "bad message");
             continue;
         }
-        ev_rec *e = event_reserve(w, j->msg.plaintext_len);
+        /* The plaintext for consumers and the ciphertext for the audit record. */
+        ev_rec *e = event_reserve(w, j->msg.plaintext_len + j->msg.ciphertext_len);
         if (e == NULL) {
             /* The control plane is behind: the agent resends after 1013. */
             conn_fail(w, c, WS_CLOSE_TRY_AGAIN, "gateway busy");
@@ -615,7 +617,11 @@ static void run_open_batch(worker *w) {
         e->conn = w->open_conn[i];
         e->u.msg = j->msg;
         e->u.msg.plaintext = NULL;
+        e->u.msg.ciphertext = NULL;
+        e->pt_len = (uint32_t)j->msg.plaintext_len;
+        e->ct_len = (uint32_t)j->msg.ciphertext_len;
         memcpy(e->pt, j->msg.plaintext, j->msg.plaintext_len);
+        memcpy(e->pt + e->pt_len, j->msg.ciphertext, j->msg.ciphertext_len);
         event_commit(w);
     }
     w->n_open = 0;
@@ -1288,6 +1294,7 @@ size_t aegis_io_poll_events(aegis_io *io, aegis_io_event *out, size_t max) {
             case AEGIS_IO_EV_MESSAGE:
                 o->message = e->u.msg;
                 o->message.plaintext = e->pt;
+                o->message.ciphertext = e->pt + e->pt_len;
                 break;
             default:
                 break;
