@@ -42,6 +42,24 @@ let package = Package(
                 .linkedLibrary("pthread"),
             ]
         ),
+        // libpq's header and library, found with pkg-config (libpq-dev).
+        .systemLibrary(
+            name: "CLibPQ",
+            path: "CSources/CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        // The narrow C interface to libpq (aegis_pq.h): prepared statements,
+        // pipeline mode, LISTEN/NOTIFY. Only AegisStore uses it.
+        .target(
+            name: "AegisPQ",
+            dependencies: ["CLibPQ"],
+            path: "CSources/AegisPQ",
+            sources: ["src"],
+            publicHeadersPath: "include",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("pq")]
+        ),
         // Swift value types over AegisCore; secrets stay on the C side.
         .target(
             name: "AegisProtocol",
@@ -53,6 +71,20 @@ let package = Package(
             name: "AegisTransport",
             dependencies: ["AegisIO", "AegisProtocol"],
             path: "Sources/AegisTransport"
+        ),
+        // The control plane's sans-IO core: connection state machine, enrollment,
+        // rate limits, ack coalescing, down delivery rules, configuration.
+        .target(
+            name: "AegisGateway",
+            dependencies: ["AegisProtocol"],
+            path: "Sources/AegisGateway"
+        ),
+        // PostgreSQL: the Store actor (the only code that writes SQL), its
+        // migrations and the embedded cluster (docs/gateway-design.md).
+        .target(
+            name: "AegisStore",
+            dependencies: ["AegisPQ"],
+            path: "Sources/AegisStore"
         ),
         .executableTarget(
             name: "aegisd",
@@ -68,6 +100,16 @@ let package = Package(
             dependencies: ["AegisProtocol", "AegisCore"],
             path: "Tests/AegisProtocolTests",
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "AegisStoreTests",
+            dependencies: ["AegisStore"],
+            path: "Tests/AegisStoreTests"
+        ),
+        .testTarget(
+            name: "AegisGatewayTests",
+            dependencies: ["AegisGateway", "AegisProtocol"],
+            path: "Tests/AegisGatewayTests"
         ),
     ]
 )
