@@ -86,11 +86,21 @@ let package = Package(
             dependencies: ["AegisPQ"],
             path: "Sources/AegisStore"
         ),
+        // The running gateway: carries out the AegisGateway machines' actions
+        // against the transport and the store.
+        .target(
+            name: "AegisServer",
+            dependencies: ["AegisGateway", "AegisStore", "AegisTransport", "AegisProtocol"],
+            path: "Sources/AegisServer"
+        ),
         .executableTarget(
             name: "aegisd",
             dependencies: [
                 "AegisProtocol",
                 "AegisTransport",
+                "AegisGateway",
+                "AegisStore",
+                "AegisServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/aegisd"

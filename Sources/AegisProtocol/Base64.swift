@@ -64,3 +64,12 @@ public enum FieldSyntax {
         return s.withUTF8 { u in u.withMemoryRebound(to: CChar.self) { f($0.baseAddress, $0.count) } }
     }
 }
+
+/// SHA-256 of public or hashed-for-storage data (enrollment tokens).
+public enum SHA256 {
+    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(AEGIS_SHA256_BYTES))
+        aegis_sha256(bytes, bytes.count, &out)
+        return out
+    }
+}

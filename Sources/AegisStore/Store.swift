@@ -256,6 +256,12 @@ public actor Store {
         try withConnection { c in try c.execute(SQL.consumeToken, [.bytes(hash), .timestamp(now)]).affected == 1 }
     }
 
+    /// Step 4 only reads: would the token be accepted at `now`? (It is
+    /// consumed with the handshake's other writes.)
+    public func enrollmentTokenValid(hash: [UInt8], now: Date) throws(StoreError) -> Bool {
+        try withConnection { c in try c.execute(SQL.tokenValid, [.bytes(hash), .timestamp(now)]).rows > 0 }
+    }
+
     @discardableResult
     public func revokeEnrollmentToken(hash: [UInt8], at: Date = Date()) throws(StoreError) -> Bool {
         try withConnection { c in try c.execute(SQL.revokeToken, [.bytes(hash), .timestamp(at)]).affected == 1 }
@@ -588,6 +594,13 @@ private enum SQL {
         sql: "INSERT INTO enrollment_tokens (token_hash, expires_at, uses_left) VALUES ($1, $2, $3) RETURNING id",
         types: [bytea, timestamptz, int4])
 
+    static let tokenValid = Statement(
+        name: "aegis_token_valid",
+        sql: """
+            SELECT 1 FROM enrollment_tokens
+            WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND uses_left > 0
+            """,
+        types: [bytea, timestamptz])
     static let consumeToken = Statement(
         name: "aegis_consume_token",
         sql: """

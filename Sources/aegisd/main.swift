@@ -1,18 +1,23 @@
+import AegisGateway
 import AegisProtocol
+import AegisServer
+import AegisStore
 import AegisTransport
 import ArgumentParser
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
+import Foundation
 
-/// The gateway daemon. Flags and environment are parsed here; the work is
-/// in the libraries.
+/// The gateway daemon. It parses flags, builds the pieces the libraries
+/// provide, and wires them together; the work is in the libraries.
 @main
-struct Aegisd: ParsableCommand {
+struct Aegisd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aegisd",
-        abstract: "Aegis Gateway: agents over wss://, operators over REST.")
+        abstract: "Aegis Gateway: agents over wss://, persisted in PostgreSQL.",
+        discussion: """
+            Settings come from defaults, then a config file (--config or AEGIS_CONFIG: key = value \
+            lines), then AEGIS_* environment variables, then these flags.
+            """)
 
     @Flag(help: "Print the version and exit.")
     var version = false
@@ -20,11 +25,26 @@ struct Aegisd: ParsableCommand {
     @Flag(help: "Run the protocol self-test (a full in-process handshake and message exchange) and exit.")
     var selfTest = false
 
-    @Option(help: "Agent listener, HOST:PORT. Environment: AEGIS_LISTEN.")
-    var listen: String = ProcessEnvironment["AEGIS_LISTEN"] ?? "0.0.0.0:8443"
+    @Flag(help: "Conformance echo mode: echo every message on any path, no auth, no database.")
+    var echo = false
 
-    @Option(help: "Data directory (certificate, keys, private database). Environment: AEGIS_DATA_DIR.")
-    var dataDir: String = ProcessEnvironment["AEGIS_DATA_DIR"] ?? ".aegis"
+    @Option(help: "Agent listener, HOST:PORT (AEGIS_LISTEN; default 0.0.0.0:8443).")
+    var listen: String?
+
+    @Option(help: "Data directory: certificate, keys, the private database (AEGIS_DATA_DIR; default .aegis).")
+    var dataDir: String?
+
+    @Option(help: "PostgreSQL URL (AEGIS_DATABASE_URL). Without one, a private cluster runs in the data directory.")
+    var databaseURL: String?
+
+    @Option(help: "Enrollment policy: open (trust on first use), token or manual (AEGIS_ENROLLMENT).")
+    var enrollment: String?
+
+    @Option(help: "A config file of key = value lines (AEGIS_CONFIG).")
+    var config: String?
+
+    @Option(help: "This node's name in the store (AEGIS_NODE_ID; default: the host name).")
+    var nodeID: String?
 
     @Option(help: "TLS certificate (PEM). Without one, a self-signed certificate for localhost is made in the data directory.")
     var tlsCert: String?
@@ -35,10 +55,7 @@ struct Aegisd: ParsableCommand {
     @Flag(help: "Serve ws:// without TLS (only behind a TLS-terminating proxy).")
     var plaintext = false
 
-    @Flag(help: "Conformance echo mode: echo every message on any path, no auth.")
-    var echo = false
-
-    @Option(help: "Event loop: auto, io_uring or epoll. Environment: AEGIS_IO_BACKEND.")
+    @Option(help: "Event loop: auto, io_uring or epoll (AEGIS_IO_BACKEND).")
     var ioBackend: String = ProcessEnvironment["AEGIS_IO_BACKEND"] ?? "auto"
 
     @Option(help: "Worker threads (0: one per core).")
@@ -48,9 +65,6 @@ struct Aegisd: ParsableCommand {
         guard IOBackend(rawValue: ioBackend) != nil else {
             throw ValidationError("--io-backend must be auto, io_uring or epoll (got '\(ioBackend)')")
         }
-        guard ListenAddress(listen) != nil else {
-            throw ValidationError("--listen must be HOST:PORT with a port 0-65535 (got '\(listen)')")
-        }
         guard (tlsCert == nil) == (tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
@@ -59,59 +73,112 @@ struct Aegisd: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         print("aegisd \(AegisCoreInfo.version)")
         if version { return }
-        if selfTest || !echo {
+        if selfTest {
             print("protocol self-test: \(try SelfTest.run())")
-            if !echo && !selfTest {
-                // The authenticated gateway (enrollment, sessions, PostgreSQL)
-                // is the next piece of work; say so rather than pretend.
-                print("the authenticated gateway is not in this build yet; --echo serves the transport's conformance mode")
-            }
             return
         }
-        let address = ListenAddress(listen)!
-        var config = TransportConfiguration()
-        config.host = address.host
-        config.port = address.port
-        config.workers = workers
-        config.backend = IOBackend(rawValue: ioBackend)!
-        config.tlsCertificate = tlsCert
-        config.tlsKey = tlsKey
-        config.dataDirectory = dataDir
-        config.plaintext = plaintext
-        config.echo = echo
-        try makeDirectory(dataDir)
-        let transport = try Transport(config, serverIdentity: nil)
-        // Signals are handled before the first line says we listen, so that
-        // a supervisor that reacts to that line cannot lose a SIGTERM.
-        let lifecycle = ServiceLifecycle.install(transport)
+        let settings = try loadConfiguration()
+        try makeDirectory(settings.dataDirectory)
+        var transportConfig = TransportConfiguration()
+        transportConfig.host = settings.listen.host
+        transportConfig.port = settings.listen.port
+        transportConfig.workers = workers
+        transportConfig.backend = IOBackend(rawValue: ioBackend) ?? .auto
+        transportConfig.tlsCertificate = tlsCert
+        transportConfig.tlsKey = tlsKey
+        transportConfig.dataDirectory = settings.dataDirectory
+        transportConfig.plaintext = plaintext
+        transportConfig.echo = echo
+        transportConfig.requireEphemeral = settings.requireEphemeral
+        transportConfig.skewSeconds = UInt64(settings.clockSkew.components.seconds)
+        transportConfig.authTimeoutMilliseconds = UInt32(clamping: settings.authTimeout.components.seconds * 1000)
+        // The state machines close silent sessions (4006); the transport's own
+        // idle timer is a backstop behind them.
+        transportConfig.idleTimeoutMilliseconds =
+            UInt32(clamping: (settings.heartbeatInterval.components.seconds * 3 + 30) * 1000)
+
+        if echo {
+            let transport = try Transport(transportConfig, serverIdentity: nil)
+            let lifecycle = ServiceLifecycle.install(transport, database: nil)
+            announce(transport, host: settings.listen.host, mode: "echo mode")
+            await parkForever()
+            withExtendedLifetime(lifecycle) {}
+            return
+        }
+
+        let identity = try ServerIdentity.loadOrCreate(dataDirectory: settings.dataDirectory)
+        let (store, cluster) = try await openDatabase(settings)
+        _ = try? await store.deactivateNode(settings.nodeID, at: Date())
+        let transport = try Transport(transportConfig, serverIdentity: identity)
+        let server = GatewayServer(configuration: settings, transport: transport, store: store, identity: identity)
+        let lifecycle = ServiceLifecycle.install(transport, database: cluster)
+        announce(transport, host: settings.listen.host, mode: "enrollment \(settings.enrollment)")
+        await server.run()
+        withExtendedLifetime(lifecycle) {}
+    }
+
+    /// Flags given on the command line; the rest comes from the file and the environment.
+    private func loadConfiguration() throws -> GatewayConfiguration {
+        var flags: [String: String] = [:]
+        if let listen { flags["listen"] = listen }
+        if let dataDir { flags["data_dir"] = dataDir }
+        if let databaseURL { flags["database_url"] = databaseURL }
+        if let enrollment { flags["enrollment"] = enrollment }
+        if let config { flags["config"] = config }
+        if let nodeID { flags["node_id"] = nodeID }
+        do {
+            return try GatewayConfiguration.load(flags: flags, environment: ProcessInfo.processInfo.environment,
+                                                 hostName: ProcessInfo.processInfo.hostName)
+        } catch {
+            throw ValidationError("configuration: \(error)")
+        }
+    }
+
+    private func openDatabase(_ settings: GatewayConfiguration) async throws -> (Store, EmbeddedPostgres?) {
+        if let url = settings.databaseURL {
+            print("database: PostgreSQL at the configured URL")
+            return (try await Store.open(conninfo: url.text), nil)
+        }
+        let cluster = try EmbeddedPostgres(EmbeddedPostgres.Configuration(dataDirectory: settings.dataDirectory))
+        try await cluster.start()
+        return (try await Store.open(conninfo: cluster.conninfo), cluster)
+    }
+
+    private func announce(_ transport: Transport, host: String, mode: String) {
         let scheme = plaintext ? "ws" : "wss"
-        print("listening on \(scheme)://\(address.host):\(transport.port) (echo mode), I/O backend \(transport.backendName)")
-        if config.backend == .auto && transport.backendName != IOBackend.uring.rawValue {
+        print("listening on \(scheme)://\(host):\(transport.port) (\(mode)), I/O backend \(transport.backendName)")
+        if IOBackend(rawValue: ioBackend) == .auto && transport.backendName != IOBackend.uring.rawValue {
             print("io_uring is not available here (kernel.io_uring_disabled, seccomp or AEGIS_DISABLE_IO_URING): using epoll")
         }
         if !plaintext { print("TLS certificate SHA-256 fingerprint: \(transport.tlsFingerprint)") }
         flushOutput()
-        withExtendedLifetime(lifecycle) { dispatchMain() }
     }
 }
 
-/// HOST:PORT, with [v6]:PORT for IPv6.
-struct ListenAddress {
-    let host: String
-    let port: UInt16
-
-    init?(_ text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
-            return nil
+/// The gateway's long-term Ed25519 key: `<data dir>/server.key` (0600),
+/// created on first start; or the b64 seed in AEGIS_SERVER_KEY.
+enum ServerIdentity {
+    static func loadOrCreate(dataDirectory: String) throws -> Identity {
+        let identity: Identity
+        if let seed = ProcessEnvironment["AEGIS_SERVER_KEY"], !seed.isEmpty {
+            identity = try Identity.fromSeedBase64(seed)
+            print("server key: from AEGIS_SERVER_KEY")
+        } else {
+            let path = dataDirectory + "/server.key"
+            if FileManager.default.fileExists(atPath: path) {
+                identity = try Identity.load(path: path)
+            } else {
+                identity = try Identity.generate()
+                try identity.save(path: path)
+                print("server key: created \(path)")
+            }
         }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self.host = host
-        self.port = port
+        let fingerprint = SHA256.hash(identity.publicKey).map { String(format: "%02x", $0) }.joined()
+        print("server key: \(identity.publicKeyBase64) (SHA-256 \(fingerprint))")
+        return identity
     }
 }
 
@@ -127,10 +194,16 @@ func makeDirectory(_ path: String) throws {
     }
 }
 
-/// Signals: SIGTERM/SIGINT drain (stop accepting, close sessions with 1001,
-/// flush) and exit; SIGHUP rereads the TLS certificate.
+func parkForever() async {
+    while true { try? await Task.sleep(for: .seconds(3600)) }
+}
+
+/// Signals: SIGTERM/SIGINT drain (new upgrades get 503, sessions 1001,
+/// output flushed), stop the private database, exit; SIGHUP rereads the TLS
+/// certificate. Installed before the first "listening" line, so that a
+/// supervisor reacting to that line cannot lose a signal.
 enum ServiceLifecycle {
-    static func install(_ transport: Transport) -> [DispatchSourceSignal] {
+    static func install(_ transport: Transport, database: EmbeddedPostgres?) -> [DispatchSourceSignal] {
         for s in [SIGTERM, SIGINT, SIGHUP] { signal(s, SIG_IGN) }
         let queue = DispatchQueue(label: "aegisd.signals")
         var sources: [DispatchSourceSignal] = []
@@ -142,6 +215,7 @@ enum ServiceLifecycle {
                 transport.drain()
                 let deadline = DispatchTime.now() + .seconds(10)
                 while !transport.isIdle && DispatchTime.now() < deadline { usleep(20_000) }
+                if let database { try? database.stop() }
                 print("stopped")
                 flushOutput()
                 exit(0)

@@ -185,6 +185,10 @@ bool aegis_is_valid_channel(const char *s, size_t len);   /* 1–255 [A-Za-z0-9.
 /* A canonical encoding of a prime-order Ed25519 point (§2). */
 bool aegis_is_valid_public_key(const uint8_t pk[AEGIS_PUBLIC_KEY_BYTES]);
 
+/* SHA-256, for hashes the gateway stores instead of secrets (enrollment
+ * tokens, session tokens). */
+void aegis_sha256(const void *in, size_t len, uint8_t out[AEGIS_SHA256_BYTES]);
+
 /* enc(): appends u32be(len) ‖ bytes. Returns the bytes written (len + 4),
  * or 0 when it does not fit. Exposed for tests and tools. */
 size_t aegis_enc_bytes(uint8_t *out, size_t cap, const void *field, size_t len);

@@ -103,6 +103,10 @@ bool is_lower_uuid(const char *s, size_t len) {
     return true;
 }
 
+void aegis_sha256(const void *in, size_t len, uint8_t out[AEGIS_SHA256_BYTES]) {
+    crypto_hash_sha256(out, in, len);
+}
+
 /* ---- enc() and the writer ---------------------------------------------- */
 
 static void put_u32be(uint8_t *p, uint32_t v) {

@@ -1,0 +1,401 @@
+import AegisGateway
+import AegisProtocol
+import AegisStore
+import AegisTransport
+import Foundation
+
+/// The running gateway: it carries out what the sans-IO parts decide
+/// (`ConnectionStateMachine`, `RateLimiter`, `EnrollmentPolicy`,
+/// `AckCoalescer`, `DownDeliveryPolicy`) against the transport and the
+/// store. It owns no protocol rule itself: every decision comes back from a
+/// state machine as an action, and every action's result goes back in as
+/// an event.
+///
+/// Events are handled synchronously on the actor; whatever needs the store
+/// runs in a task that re-enters the actor with the answer, so one slow
+/// query never holds up other connections. Up messages are stored in
+/// batches (one transaction for all that arrived within `batchWindow`), and
+/// acked only after that transaction committed.
+public actor GatewayServer {
+    public struct Limits: Sendable {
+        /// Up messages wait at most this long to share a transaction.
+        public var batchWindow: Duration = .milliseconds(2)
+        public var batchMax = 512
+        /// Unstored up messages per connection before 1013 (§5).
+        public var unstoredPerConnection = 4096
+        public init() {}
+    }
+
+    private let configuration: GatewayConfiguration
+    private let transport: Transport
+    private let store: Store
+    private let identity: Identity
+    private let limits: Limits
+    private let settings: ConnectionStateMachine.Settings
+    private let delivery: DownDeliveryPolicy
+
+    private var machines: [ConnectionID: ConnectionStateMachine] = [:]
+    /// Sessions derived but not yet handed to the transport.
+    private var derived: [ConnectionID: GatewayHandshake.Accepted] = [:]
+    private var sessionTokens: [ConnectionID: [UInt8]] = [:]
+    /// The live, authenticated connection of each agent.
+    private var sessionOf: [String: (ConnectionID, ConnectionStateMachine.Session)] = [:]
+    private var limiter: RateLimiter
+    private var coalescer: AckCoalescer<ConnectionID>
+    private var batch: [(ConnectionID, SecureMessage)] = []
+    private var batchScheduled = false
+    private var unstored: [ConnectionID: Int] = [:]
+    private var lastSeen: [String: Date] = [:]
+    /// Down messages sent and not yet acked, per connection: msg id → row.
+    private var awaitingAck: [ConnectionID: Set<String>] = [:]
+
+    public init(configuration: GatewayConfiguration, transport: Transport, store: Store, identity: Identity,
+                limits: Limits = Limits()) {
+        self.configuration = configuration
+        self.transport = transport
+        self.store = store
+        self.identity = identity
+        self.limits = limits
+        self.settings = ConnectionStateMachine.Settings(configuration)
+        self.delivery = DownDeliveryPolicy(maxRetries: configuration.downRetries,
+                                           ackTimeout: configuration.ackTimeout,
+                                           backoffCap: configuration.downBackoffCap)
+        self.limiter = RateLimiter(perSource: configuration.sourceRateLimit, perAgent: configuration.agentRateLimit,
+                                   maxTrackedKeys: configuration.rateLimitMaxTrackedKeys)
+        self.coalescer = AckCoalescer(delay: configuration.ackCoalescingDelay)
+    }
+
+    /// Handles the transport's events until its stream ends, with the
+    /// timers (acks, deadlines, last-seen batches, down delivery) beside.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.timers() }
+            for await event in transport.events { handle(event) }
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Events from the transport
+
+    private func handle(_ event: TransportEvent) {
+        let now = UnixTime.now
+        switch event {
+        case .upgraded(let conn, let agentID, let publicKey, let token, let peer):
+            var m = ConnectionStateMachine(settings: settings)
+            let action = m.upgraded(agentID: agentID, publicKey: publicKey, enrollmentToken: token, peer: peer, now: now)
+            machines[conn] = m
+            perform(action, conn)
+        case .authRequest(let conn, let request):
+            update(conn) { $0.authRequestReceived(request, now: now) }
+        case .message(let conn, let message):
+            if let agent = machines[conn]?.session?.agentID { lastSeen[agent] = Date() }
+            update(conn) { $0.messageReceived(message, now: now) }
+        case .closed(let conn, _, _):
+            update(conn) { $0.closed() }
+            machines[conn] = nil
+            derived[conn] = nil
+            sessionTokens[conn] = nil
+            unstored[conn] = nil
+            awaitingAck[conn] = nil
+            coalescer.connectionClosed(conn)
+        }
+    }
+
+    /// Applies one event to a connection's machine and performs its action.
+    private func update(_ conn: ConnectionID, _ event: (inout ConnectionStateMachine) -> ConnectionStateMachine.Action) {
+        guard var m = machines[conn] else { return }
+        let action = event(&m)
+        machines[conn] = m
+        perform(action, conn)
+    }
+
+    // MARK: Actions
+
+    private func perform(_ action: ConnectionStateMachine.Action, _ conn: ConnectionID) {
+        switch action {
+        case .none:
+            return
+        case .checkRateLimit(let source, let agentID):
+            let decision = limiter.admit(source: source, agentID: agentID, now: .now)
+            update(conn) { $0.rateLimitChecked(decision, now: .now) }
+        case .checkStore(let query):
+            Task { await self.checkStore(conn, query) }
+        case .verifySignature(let request):
+            let valid = (try? GatewayHandshake.verifySignature(request)) != nil
+            update(conn) { $0.signatureChecked(valid: valid, now: .now) }
+        case .deriveSessionKeys(let request, let terms):
+            deriveKeys(conn, request, terms)
+        case .recordNonceAndPin(let record):
+            Task { await self.recordHandshake(conn, record) }
+        case .completeHandshake(let session):
+            completeHandshake(conn, session)
+        case .refuse(let code, let message, let closeCode):
+            _ = transport.refuse(conn, code: code.rawValue, message: message, closeCode: closeCode.rawValue)
+        case .recordPendingAndRefuse(let agentID, let publicKey, let code, let message, let closeCode):
+            Task {
+                _ = try? await self.store.pinAgent(id: agentID, publicKey: publicKey, enrollment: .pending)
+                _ = self.transport.refuse(conn, code: code.rawValue, message: message, closeCode: closeCode.rawValue)
+            }
+        case .close(let code, let reason):
+            _ = transport.close(conn, code: code.rawValue, reason: reason)
+        case .store(let message, let answers):
+            enqueueForStorage(conn, message)
+            if let answers { markDelivered(conn, [answers]) }
+        case .acknowledge(let ids):
+            acknowledge(conn, ids)
+        case .answerHeartbeat(let ref):
+            let header = MessageHeader(id: UUID().uuidString.lowercased(), type: .heartbeat, channel: "aegis.heartbeat",
+                                       ref: ref, timestamp: UInt64(Date().timeIntervalSince1970))
+            _ = transport.send(conn, header, plaintext: [])
+        case .markDelivered(let ids):
+            markDelivered(conn, ids)
+        case .send(let down):
+            let header = MessageHeader(id: down.id, type: down.type, channel: down.channel, ref: down.ref,
+                                       timestamp: UInt64(Date().timeIntervalSince1970))
+            _ = transport.send(conn, header, plaintext: down.plaintext)
+        case .endSession(let agentID, let sessionID):
+            if sessionOf[agentID]?.0 == conn { sessionOf[agentID] = nil }
+            if let uuid = UUID(uuidString: sessionID) {
+                Task { _ = try? await self.store.sessionEnded(agentID: agentID, sessionID: uuid, at: Date()) }
+            }
+        }
+    }
+
+    // MARK: The handshake's steps
+
+    /// Steps 3 and 4: both only read the store.
+    private func checkStore(_ conn: ConnectionID, _ q: ConnectionStateMachine.StoreQuery) async {
+        do {
+            let replay = try await store.nonceSeen(agentID: q.agentID, nonce: q.nonce)
+            let record = try await store.agent(id: q.agentID)
+            var tokenValid = false
+            if let token = q.enrollmentToken {
+                tokenValid = try await store.enrollmentTokenValid(hash: SHA256.hash(Array(token.text.utf8)), now: Date())
+            }
+            let decision = configuration.enrollment.decide(record: record.map(Self.enrollmentRecord),
+                                                           presentedKey: q.publicKey,
+                                                           presentedTokenIsValid: tokenValid)
+            update(conn) { $0.storeAnswered(replaySeen: replay, decision: decision) }
+        } catch {
+            update(conn) { $0.storeUnavailable() }
+        }
+    }
+
+    private static func enrollmentRecord(_ r: AegisStore.AgentRecord) -> AegisGateway.AgentRecord {
+        switch r.enrollment {
+        case .active: .active(publicKey: r.publicKey)
+        case .pending: .pending(publicKey: r.publicKey)
+        case .revoked: .revoked
+        }
+    }
+
+    /// §3.3: the keys, and auth_ok, signed; kept until the store has
+    /// recorded the handshake.
+    private func deriveKeys(_ conn: ConnectionID, _ request: AuthRequest, _ terms: ConnectionStateMachine.SessionTerms) {
+        let sessionID = UUID().uuidString.lowercased()
+        do {
+            let accepted = try GatewayHandshake.accept(
+                server: identity, request: request,
+                parameters: AuthOKParameters(sessionID: sessionID, timestamp: terms.timestamp,
+                                             expiresAt: terms.expiresAt, heartbeatInterval: terms.heartbeatInterval))
+            derived[conn] = accepted
+            update(conn) { $0.keysDerived(sessionID: sessionID) }
+        } catch {
+            update(conn) { $0.keyDerivationFailed(error) }
+        }
+    }
+
+    /// The handshake's writes: the nonce (the replay guard shared by every
+    /// node), the first-use pin, the token's use, the session.
+    private func recordHandshake(_ conn: ConnectionID, _ r: ConnectionStateMachine.HandshakeRecord) async {
+        let outcome: ConnectionStateMachine.HandshakeRecordOutcome
+        do {
+            let now = Date()
+            if try await !store.recordNonce(agentID: r.agentID, nonce: r.nonce,
+                                            expiresAt: Date(timeIntervalSince1970: Double(r.keepNonceUntil.seconds))) {
+                outcome = .nonceAlreadyRecorded
+            } else {
+                let pin = try await store.pinAgent(id: r.agentID, publicKey: r.publicKey, enrollment: .active)
+                if pin.record.enrollment == .revoked {
+                    outcome = .revokedConcurrently
+                } else if pin.record.publicKey != r.publicKey {
+                    outcome = .keyPinnedConcurrently
+                } else if let token = r.consumesToken,
+                          try await !store.consumeEnrollmentToken(hash: SHA256.hash(Array(token.text.utf8)), now: now) {
+                    outcome = .tokenNoLongerValid
+                } else {
+                    if pin.record.enrollment == .pending {
+                        // An admitted pending agent (a policy switch) becomes active.
+                        _ = try await store.setEnrollment(id: r.agentID, .active, at: now)
+                    }
+                    let hash = derived[conn]?.sessionTokenHash ?? []
+                    if let uuid = UUID(uuidString: r.sessionID) {
+                        _ = try await store.sessionStarted(agentID: r.agentID, sessionID: uuid, tokenHash: hash,
+                                                           nodeID: configuration.nodeID, at: now)
+                    }
+                    outcome = .recorded
+                }
+            }
+        } catch {
+            update(conn) { $0.storeUnavailable() }
+            return
+        }
+        update(conn) { $0.handshakeRecorded(outcome, now: .now) }
+    }
+
+    /// Sends auth_ok; a newer session replaces an older one (§5: 4009).
+    private func completeHandshake(_ conn: ConnectionID, _ session: ConnectionStateMachine.Session) {
+        guard let accepted = derived.removeValue(forKey: conn) else {
+            _ = transport.close(conn, code: CloseCode.tryAgainLater.rawValue, reason: "session lost")
+            return
+        }
+        if let (older, _) = sessionOf[session.agentID], older != conn {
+            update(older) { $0.replacedByNewerSession() }
+        }
+        sessionOf[session.agentID] = (conn, session)
+        _ = transport.accept(conn, accepted)
+        Task { await self.deliverDue(agentID: session.agentID) }
+    }
+
+    // MARK: Up messages: durable before acked
+
+    private func enqueueForStorage(_ conn: ConnectionID, _ message: SecureMessage) {
+        let count = unstored[conn, default: 0] + 1
+        if count > limits.unstoredPerConnection {
+            update(conn) { $0.bufferLimitExceeded() }
+            return
+        }
+        unstored[conn] = count
+        batch.append((conn, message))
+        if batch.count >= limits.batchMax {
+            flushBatch()
+        } else if !batchScheduled {
+            batchScheduled = true
+            let window = limits.batchWindow
+            Task {
+                try? await Task.sleep(for: window)
+                await self.flushBatch()
+            }
+        }
+    }
+
+    private func flushBatch() {
+        batchScheduled = false
+        guard !batch.isEmpty else { return }
+        let taken = batch
+        batch.removeAll(keepingCapacity: true)
+        var rows: [UpMessage] = []
+        var owners: [String: ConnectionID] = [:]
+        for (conn, m) in taken {
+            guard let session = machines[conn]?.session, let sid = UUID(uuidString: session.sessionID) else { continue }
+            rows.append(UpMessage(agentID: session.agentID, msgID: m.id, type: m.type.rawValue, channel: m.channel,
+                                  ref: m.ref, plaintext: m.plaintext, ciphertext: m.ciphertext, nonce: m.nonce,
+                                  signature: m.signature, envelopeTimestamp: m.timestamp, sessionID: sid))
+            owners[session.agentID + "\u{0}" + m.id] = conn
+        }
+        Task { await self.store(rows, owners: owners, taken: taken) }
+    }
+
+    private func store(_ rows: [UpMessage], owners: [String: ConnectionID],
+                       taken: [(ConnectionID, SecureMessage)]) async {
+        for (conn, _) in taken { unstored[conn, default: 1] -= 1 }
+        do {
+            let results = try await store.storeUpMessages(rows)
+            var stored: [ConnectionID: [String]] = [:]
+            // Stored now or already stored before: either way durable, so acked.
+            for r in results {
+                if let conn = owners[r.agentID + "\u{0}" + r.msgID] { stored[conn, default: []].append(r.msgID) }
+            }
+            for (conn, ids) in stored { update(conn) { $0.ackStored(ids: ids) } }
+        } catch {
+            // Not stored, so not acked: the agents resend after reconnecting (§5).
+            for conn in Set(taken.map(\.0)) { update(conn) { $0.bufferLimitExceeded() } }
+        }
+    }
+
+    private func acknowledge(_ conn: ConnectionID, _ ids: [String]) {
+        for action in coalescer.stored(conn, ids: ids, now: .now) { sendAck(action) }
+    }
+
+    private func sendAck(_ action: AckCoalescer<ConnectionID>.Action) {
+        guard case .sendAck(let conn, let ids) = action, let first = ids.first,
+              let plaintext = try? AckPlaintext.build(ids: ids) else { return }
+        let header = MessageHeader(id: UUID().uuidString.lowercased(), type: .ack, channel: "aegis.ack", ref: first,
+                                   timestamp: UInt64(Date().timeIntervalSince1970))
+        _ = transport.send(conn, header, plaintext: plaintext)
+    }
+
+    // MARK: Down messages
+
+    private func markDelivered(_ conn: ConnectionID, _ ids: [String]) {
+        guard let agentID = machines[conn]?.session?.agentID else { return }
+        awaitingAck[conn]?.subtract(ids)
+        Task { _ = try? await self.store.markDelivered(agentID: agentID, msgIDs: ids, at: Date()) }
+    }
+
+    /// Sends what is due for one agent, and schedules the next attempt of
+    /// each by the delivery policy's backoff.
+    private func deliverDue(agentID: String) async {
+        guard let (conn, _) = sessionOf[agentID] else { return }
+        let now = Date()
+        guard let due = try? await store.dueDown(agentID: agentID, now: now, limit: 64,
+                                                 maxRetries: configuration.downRetries) else { return }
+        var sent: [(UUID, Int)] = []
+        for record in due {
+            guard sessionOf[agentID]?.0 == conn, let type = MessageType(rawValue: record.type) else { continue }
+            update(conn) {
+                $0.downMessageReady(.init(id: record.msgID, type: type, channel: record.channel, ref: record.ref,
+                                          plaintext: record.payload))
+            }
+            awaitingAck[conn, default: []].insert(record.msgID)
+            sent.append((record.id, record.retryCount + 1))
+        }
+        // One update per distinct wait (the backoff depends on the send count).
+        for (sends, group) in Dictionary(grouping: sent, by: { $0.1 }) {
+            let wait = delivery.wait(afterSend: sends)
+            let next = now.addingTimeInterval(Double(wait.components.seconds))
+            _ = try? await store.markSent(ids: group.map(\.0), at: now, nextAttemptAt: next)
+        }
+    }
+
+    // MARK: Timers
+
+    private func timers() async {
+        var lastSecond = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(5))
+            tickAcks()
+            if ContinuousClock.now - lastSecond >= .seconds(1) {
+                lastSecond = ContinuousClock.now
+                await everySecond()
+            }
+        }
+    }
+
+    private func tickAcks() {
+        for action in coalescer.tick(now: .now) { sendAck(action) }
+    }
+
+    private func everySecond() async {
+        let now = UnixTime.now
+        for conn in Array(machines.keys) { update(conn) { $0.tick(now: now) } }
+        if !lastSeen.isEmpty {
+            let seen = lastSeen
+            lastSeen.removeAll()
+            _ = try? await store.touchAgents(seen)
+        }
+        _ = try? await store.failExpired(now: Date(), maxRetries: configuration.downRetries)
+        for agentID in Array(sessionOf.keys) { await deliverDue(agentID: agentID) }
+    }
+}
+
+extension ConnectionStateMachine {
+    var session: Session? { authenticatedSession }
+}
+
+extension UnixTime {
+    /// The wall clock, for the machines' events.
+    static var now: UnixTime {
+        UnixTime(millisecondsSinceEpoch: UInt64(Date().timeIntervalSince1970 * 1000))
+    }
+}
