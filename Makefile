@@ -114,9 +114,12 @@ test: deps
 e2e: deps
 	cd Tests/e2e && python3 -m pytest -q -p no:cacheprovider
 
+# `make run` trusts agents on first use (PROTOCOL.md's open enrollment), as
+# a development default; production chooses token or manual.
+RUN_ARGS ?= --enrollment open
 run: deps
 	$(SWIFT) build -c release --product aegisd
-	.build/release/aegisd $(ARGS)
+	.build/release/aegisd $(RUN_ARGS) $(ARGS)
 
 # Two reports: package-benchmark's suite (distributions of each case), then
 # core-ratios (ours ÷ bare libsodium, interleaved; always exits 0).

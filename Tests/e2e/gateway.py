@@ -1,0 +1,138 @@
+"""A real gateway for end-to-end tests: aegisd with its private PostgreSQL
+cluster in a temporary data directory (or another gateway's database), and
+psql to look at what it stored."""
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+from websockets.sync.client import connect
+
+from aegis_agent import Agent, AuthRefused
+from conftest import AEGISD, free_port
+
+
+class Gateway:
+    def __init__(self, enrollment="open", database_url=None, data_dir=None, backend="auto", extra=()):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="aegis-gw-")
+        self.port = free_port()
+        args = [AEGISD, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir, "--plaintext",
+                "--enrollment", enrollment, "--io-backend", backend, "--workers", "2"] + list(extra)
+        if database_url:
+            args += ["--database-url", database_url]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = []
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            m = re.search(r"server key: (\S+=) ", line)
+            if m:
+                import base64
+                self.server_key = base64.b64decode(m.group(1))
+            if "I/O backend" in line:
+                return
+        raise RuntimeError("aegisd did not start: " + "".join(self.output))
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/ws/agent"
+
+    @property
+    def database_url(self):
+        from urllib.parse import quote
+        return f"postgresql://aegis@/aegis?host={quote(os.path.join(self.data_dir, 'pg'), safe='')}"
+
+    @property
+    def conninfo(self):
+        return f"host={os.path.join(self.data_dir, 'pg')} user=aegis dbname=aegis"
+
+    def sql(self, query):
+        out = subprocess.run(["psql", self.conninfo, "-At", "-c", query], capture_output=True, text=True, check=True)
+        return [line.split("|") for line in out.stdout.strip().splitlines() if line]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stop_database(self):
+        pgdir = os.path.join(self.data_dir, "pg")
+        subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "stop",
+                        "-D", os.path.realpath(pgdir), "-m", "fast", "-w"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Link:
+    """One agent connection: handshake, then sealed traffic."""
+
+    def __init__(self, gw, agent, extra_headers=None, auth_text=None):
+        headers = dict(agent.upgrade_headers())
+        headers.update(extra_headers or {})
+        self.ws = connect(gw.url, additional_headers=headers, open_timeout=10).__enter__()
+        self.agent = agent
+        self.ws.send(auth_text or agent.auth_request())
+        self.session = agent.finish(self.ws.recv(timeout=10), expected_server_key=gw.server_key)
+
+    def send(self, mid, mtype="event", channel="telemetry", payload=b"{}", ref=None):
+        self.ws.send(self.session.seal(mid, mtype, channel, payload, ref=ref))
+
+    def recv(self, timeout=10):
+        return self.session.open(self.ws.recv(timeout=timeout))
+
+    def acked_ids(self, want, timeout=10):
+        """Reads acks until every id in `want` was acked; returns the acks' id lists."""
+        seen, acks = set(), []
+        deadline = time.time() + timeout
+        while not set(want) <= seen:
+            m = self.recv(timeout=max(0.1, deadline - time.time()))
+            if m["type"] == "ack":
+                import json
+                ids = json.loads(m["plaintext"])["ids"]
+                acks.append(ids)
+                seen.update(ids)
+        return acks
+
+    def close(self):
+        self.ws.close()
+
+
+def refused(gw, agent, extra_headers=None, auth_text=None):
+    """The auth_error code and close code of a refused handshake."""
+    headers = dict(agent.upgrade_headers())
+    headers.update(extra_headers or {})
+    with connect(gw.url, additional_headers=headers, open_timeout=10) as ws:
+        ws.send(auth_text or agent.auth_request())
+        try:
+            agent.finish(ws.recv(timeout=10))
+        except AuthRefused as e:
+            code = e.code
+        else:
+            return None, None
+        try:
+            ws.recv(timeout=10)
+        except Exception:
+            pass
+        return code, ws.close_code
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def restart_database(gw):
+    """pg_ctl restart: the same options as the running server (postmaster.opts)."""
+    pgdir = os.path.realpath(os.path.join(gw.data_dir, "pg"))
+    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "restart",
+                    "-D", pgdir, "-m", "fast", "-w", "-t", "60"],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True)  # no pipes: the restarted server would hold them open
