@@ -48,6 +48,7 @@ public actor GatewayServer {
     private var lastSeen: [String: Date] = [:]
     /// Down messages sent and not yet acked, per connection: msg id → row.
     private var awaitingAck: [ConnectionID: Set<String>] = [:]
+    private var secondsUntilPrune = 60
 
     public init(configuration: GatewayConfiguration, transport: Transport, store: Store, identity: Identity,
                 limits: Limits = Limits()) {
@@ -254,7 +255,12 @@ public actor GatewayServer {
         }
         sessionOf[session.agentID] = (conn, session)
         _ = transport.accept(conn, accepted)
-        Task { await self.deliverDue(agentID: session.agentID) }
+        let agentID = session.agentID, maxSends = configuration.downRetries + 1
+        Task {
+            // §5: what was sent and not acked goes again on the next session.
+            _ = try? await self.store.downForNewSession(agentID: agentID, now: Date(), maxSends: maxSends)
+            await self.deliverDue(agentID: agentID)
+        }
     }
 
     // MARK: Up messages: durable before acked
@@ -308,8 +314,28 @@ public actor GatewayServer {
             }
             for (conn, ids) in stored { update(conn) { $0.ackStored(ids: ids) } }
         } catch {
-            // Not stored, so not acked: the agents resend after reconnecting (§5).
-            for conn in Set(taken.map(\.0)) { update(conn) { $0.bufferLimitExceeded() } }
+            // Not stored, so not acked (§5). The messages stay here and the
+            // batch is retried while the store is away; a connection whose
+            // unstored messages pass the buffer limit is closed with 1013,
+            // and its agent resends after reconnecting.
+            var kept: [(ConnectionID, SecureMessage)] = []
+            for (conn, m) in taken where machines[conn]?.session != nil {
+                let count = unstored[conn, default: 0] + 1
+                if count > limits.unstoredPerConnection {
+                    update(conn) { $0.bufferLimitExceeded() }
+                } else {
+                    unstored[conn] = count
+                    kept.append((conn, m))
+                }
+            }
+            batch.insert(contentsOf: kept, at: 0)
+            if !batchScheduled && !batch.isEmpty {
+                batchScheduled = true
+                Task {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    await self.flushBatch()
+                }
+            }
         }
     }
 
@@ -339,7 +365,7 @@ public actor GatewayServer {
         guard let (conn, _) = sessionOf[agentID] else { return }
         let now = Date()
         guard let due = try? await store.dueDown(agentID: agentID, now: now, limit: 64,
-                                                 maxRetries: configuration.downRetries) else { return }
+                                                 maxRetries: configuration.downRetries + 1) else { return }
         var sent: [(UUID, Int)] = []
         for record in due {
             guard sessionOf[agentID]?.0 == conn, let type = MessageType(rawValue: record.type) else { continue }
@@ -384,7 +410,13 @@ public actor GatewayServer {
             lastSeen.removeAll()
             _ = try? await store.touchAgents(seen)
         }
-        _ = try? await store.failExpired(now: Date(), maxRetries: configuration.downRetries)
+        // retries counts resends: 1 + retries sends in all (§5).
+        _ = try? await store.failExpired(now: Date(), maxRetries: configuration.downRetries + 1)
+        secondsUntilPrune -= 1
+        if secondsUntilPrune <= 0 {
+            secondsUntilPrune = 60
+            _ = try? await store.pruneNonces(now: Date())
+        }
         for agentID in Array(sessionOf.keys) { await deliverDue(agentID: agentID) }
     }
 }

@@ -405,6 +405,19 @@ public actor Store {
         }
     }
 
+    /// A new session of the agent: unacked down messages are due again now
+    /// (§5), except those already sent `maxSends` times, which fail (another
+    /// send would be needed). Returns (due again, failed).
+    @discardableResult
+    public func downForNewSession(agentID: String, now: Date, maxSends: Int) throws(StoreError) -> (Int, Int) {
+        guard let max32 = Int32(exactly: maxSends) else { throw .invalid("maxSends \(maxSends) out of range") }
+        return try withConnection { c in
+            let failed = try c.execute(SQL.failOnNewSession, [.text(agentID), .int32(max32)]).affected
+            let due = try c.execute(SQL.dueOnNewSession, [.text(agentID), .timestamp(now)]).affected
+            return (due, failed)
+        }
+    }
+
     /// Fails the down messages that expired at `now`, and those sent
     /// `maxRetries` times whose last ack window has passed. Returns how many.
     @discardableResult
@@ -715,6 +728,22 @@ private enum SQL {
             WHERE agent_id = $1 AND direction = 'down' AND msg_id = ANY($2) AND status IN ('queued', 'sent')
             """,
         types: [text, textArray, timestamptz])
+
+    static let failOnNewSession = Statement(
+        name: "aegis_fail_on_new_session",
+        sql: """
+            UPDATE message_queue SET status = 'failed'
+            WHERE agent_id = $1 AND direction = 'down' AND status = 'sent' AND retry_count >= $2
+            """,
+        types: [text, int4])
+
+    static let dueOnNewSession = Statement(
+        name: "aegis_due_on_new_session",
+        sql: """
+            UPDATE message_queue SET next_attempt_at = $2
+            WHERE agent_id = $1 AND direction = 'down' AND status = 'sent' AND next_attempt_at > $2
+            """,
+        types: [text, timestamptz])
 
     static let failExpired = Statement(
         name: "aegis_fail_expired",

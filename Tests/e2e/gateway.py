@@ -16,14 +16,15 @@ from conftest import AEGISD, free_port
 
 
 class Gateway:
-    def __init__(self, enrollment="open", database_url=None, data_dir=None, backend="auto", extra=()):
+    def __init__(self, enrollment="open", database_url=None, data_dir=None, backend="auto", extra=(), env=None):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="aegis-gw-")
         self.port = free_port()
         args = [AEGISD, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir, "--plaintext",
                 "--enrollment", enrollment, "--io-backend", backend, "--workers", "2"] + list(extra)
         if database_url:
             args += ["--database-url", database_url]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
         self.output = []
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -111,7 +112,11 @@ def refused(gw, agent, extra_headers=None, auth_text=None):
     headers = dict(agent.upgrade_headers())
     headers.update(extra_headers or {})
     with connect(gw.url, additional_headers=headers, open_timeout=10) as ws:
-        ws.send(auth_text or agent.auth_request())
+        text = auth_text or agent.auth_request()
+        try:
+            ws.send(text)
+        except Exception:
+            pass  # refused before the auth request (a rate limit): the answer is already there
         try:
             agent.finish(ws.recv(timeout=10))
         except AuthRefused as e:
@@ -136,3 +141,20 @@ def restart_database(gw):
                     "-D", pgdir, "-m", "fast", "-w", "-t", "60"],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=True)  # no pipes: the restarted server would hold them open
+
+
+def insert_down(gw, agent_id, msg_id, payload=b"{}", expires="now() + interval '1 hour'"):
+    gw.sql(f"insert into message_queue (id, agent_id, direction, msg_id, message_type, channel, payload, status, "
+           f"retry_count, created_at, next_attempt_at, expires_at) values (gen_random_uuid(), '{agent_id}', 'down', "
+           f"'{msg_id}', 'event', 'config/changed', '\\x{payload.hex()}', 'queued', 0, now(), now(), {expires})")
+
+
+def wait_status(gw, agent_id, msg_id, want, timeout=15):
+    deadline = time.time() + timeout
+    got = None
+    while time.time() < deadline:
+        got = gw.sql(f"select status from message_queue where agent_id = '{agent_id}' and msg_id = '{msg_id}'")
+        if got == [[want]]:
+            return True
+        time.sleep(0.1)
+    raise AssertionError(f"{msg_id}: {got}, wanted {want}")

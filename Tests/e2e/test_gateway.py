@@ -246,3 +246,67 @@ def test_postgres_restart_during_traffic_loses_nothing_acked():
         assert set(stored) == acked and len(stored) == len(set(stored))  # nothing acked lost, nothing twice
     finally:
         g.stop()
+
+
+
+def next_of_type(link, mtype, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        m = link.recv(timeout=max(0.1, deadline - time.time()))
+        if m["type"] == mtype:
+            return m
+
+
+def test_down_redelivery_retries_and_expiry():
+    from gateway import insert_down, wait_status
+    # Short timers so that the schedule plays out in seconds: ack timeout 1 s, one retry.
+    g = Gateway(enrollment="open", env={"AEGIS_ACK_TIMEOUT": "1s", "AEGIS_RETRIES": "1"})
+    try:
+        a = Agent(agent_id())
+        # Redelivery after a dropped connection: received, not acked, connection dropped.
+        link = Link(g, a)
+        insert_down(g, a.agent_id, "redo-1", b'{"n":1}')
+        assert next_of_type(link, "event")["id"] == "redo-1"
+        link.ws.socket.close()  # dropped without acking
+        link2 = Link(g, a)
+        again = next_of_type(link2, "event")
+        assert again["id"] == "redo-1" and again["plaintext"] == b'{"n":1}'  # the same message, sealed afresh
+        link2.ws.send(link2.session.ack(["redo-1"]))
+        wait_status(g, a.agent_id, "redo-1", "delivered")
+
+        # Retries exhausted: 1 + 1 sends, never acked, then failed.
+        insert_down(g, a.agent_id, "never-acked")
+        assert next_of_type(link2, "event")["id"] == "never-acked"
+        assert next_of_type(link2, "event", timeout=5)["id"] == "never-acked"  # the one retry
+        wait_status(g, a.agent_id, "never-acked", "failed", timeout=10)
+        # A late ack does not revive it.
+        link2.ws.send(link2.session.ack(["never-acked"]))
+        time.sleep(0.5)
+        wait_status(g, a.agent_id, "never-acked", "failed")
+        link2.close()
+
+        # Expiry: queued for an agent that is away until its time to live passes.
+        b = Agent(agent_id())
+        Link(g, b).close()
+        insert_down(g, b.agent_id, "too-late", expires="now() + interval '1 second'")
+        wait_status(g, b.agent_id, "too-late", "failed", timeout=10)
+    finally:
+        g.stop()
+
+
+def test_handshakes_are_rate_limited_per_agent():
+    g = Gateway(enrollment="open")
+    try:
+        a = Agent(agent_id())
+        codes = []
+        for _ in range(8):
+            try:
+                Link(g, a).close()
+                codes.append("ok")
+            except Exception:
+                codes.append("refused")
+        # The default per-agent burst is 5 handshakes.
+        assert codes[:5] == ["ok"] * 5
+        assert refused(g, a) == ("rate_limited", 4029)
+    finally:
+        g.stop()
