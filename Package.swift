@@ -14,6 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // The protocol core in C: strict base64 and JSON, handshake, seal/open.
@@ -90,7 +91,10 @@ let package = Package(
         // against the transport and the store.
         .target(
             name: "AegisServer",
-            dependencies: ["AegisGateway", "AegisStore", "AegisTransport", "AegisProtocol"],
+            dependencies: [
+                "AegisGateway", "AegisStore", "AegisTransport", "AegisProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/AegisServer"
         ),
         .executableTarget(

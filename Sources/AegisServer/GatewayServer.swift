@@ -3,6 +3,7 @@ import AegisProtocol
 import AegisStore
 import AegisTransport
 import Foundation
+import Logging
 
 /// The running gateway: it carries out what the sans-IO parts decide
 /// (`ConnectionStateMachine`, `RateLimiter`, `EnrollmentPolicy`,
@@ -33,6 +34,9 @@ public actor GatewayServer {
     private let limits: Limits
     private let settings: ConnectionStateMachine.Settings
     private let delivery: DownDeliveryPolicy
+    /// Lines carry the connection, agent and session ids; never a key, a
+    /// token or a payload.
+    private let logger: Logger
 
     private var machines: [ConnectionID: ConnectionStateMachine] = [:]
     /// Sessions derived but not yet handed to the transport.
@@ -51,7 +55,8 @@ public actor GatewayServer {
     private var secondsUntilPrune = 60
 
     public init(configuration: GatewayConfiguration, transport: Transport, store: Store, identity: Identity,
-                limits: Limits = Limits()) {
+                limits: Limits = Limits(), logger: Logger = Logger(label: "aegis.gateway")) {
+        self.logger = logger
         self.configuration = configuration
         self.transport = transport
         self.store = store
@@ -82,6 +87,7 @@ public actor GatewayServer {
         let now = UnixTime.now
         switch event {
         case .upgraded(let conn, let agentID, let publicKey, let token, let peer):
+            logger.debug("upgraded", metadata: ["conn": "\(conn)", "agent_id": "\(agentID)", "peer": "\(peer)"])
             var m = ConnectionStateMachine(settings: settings)
             let action = m.upgraded(agentID: agentID, publicKey: publicKey, enrollmentToken: token, peer: peer, now: now)
             machines[conn] = m
@@ -91,7 +97,12 @@ public actor GatewayServer {
         case .message(let conn, let message):
             if let agent = machines[conn]?.session?.agentID { lastSeen[agent] = Date() }
             update(conn) { $0.messageReceived(message, now: now) }
-        case .closed(let conn, _, _):
+        case .closed(let conn, let code, let byPeer):
+            if let session = machines[conn]?.session {
+                logger.info("session closed", metadata: [
+                    "conn": "\(conn)", "agent_id": "\(session.agentID)", "session_id": "\(session.sessionID)",
+                    "close_code": "\(code)", "by": "\(byPeer ? "agent" : "gateway")"])
+            }
             update(conn) { $0.closed() }
             machines[conn] = nil
             derived[conn] = nil
@@ -131,6 +142,8 @@ public actor GatewayServer {
         case .completeHandshake(let session):
             completeHandshake(conn, session)
         case .refuse(let code, let message, let closeCode):
+            logger.info("handshake refused", metadata: [
+                "conn": "\(conn)", "code": "\(code.rawValue)", "close_code": "\(closeCode.rawValue)"])
             _ = transport.refuse(conn, code: code.rawValue, message: message, closeCode: closeCode.rawValue)
         case .recordPendingAndRefuse(let agentID, let publicKey, let code, let message, let closeCode):
             Task {
@@ -255,6 +268,8 @@ public actor GatewayServer {
         }
         sessionOf[session.agentID] = (conn, session)
         _ = transport.accept(conn, accepted)
+        logger.info("session established", metadata: [
+            "conn": "\(conn)", "agent_id": "\(session.agentID)", "session_id": "\(session.sessionID)"])
         let agentID = session.agentID, maxSends = configuration.downRetries + 1
         Task {
             // §5: what was sent and not acked goes again on the next session.
@@ -314,6 +329,8 @@ public actor GatewayServer {
             }
             for (conn, ids) in stored { update(conn) { $0.ackStored(ids: ids) } }
         } catch {
+            logger.warning("store unavailable: up messages held, not acked", metadata: [
+                "messages": "\(taken.count)", "error": "\(error)"])
             // Not stored, so not acked (§5). The messages stay here and the
             // batch is retried while the store is away; a connection whose
             // unstored messages pass the buffer limit is closed with 1013,

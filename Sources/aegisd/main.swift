@@ -159,13 +159,17 @@ struct Aegisd: AsyncParsableCommand {
 }
 
 /// The gateway's long-term Ed25519 key: `<data dir>/server.key` (0600),
-/// created on first start; or the b64 seed in AEGIS_SERVER_KEY.
+/// created on first start; or the b64 seed in AEGIS_SERVER_KEY, or a key
+/// file named by AEGIS_SERVER_KEY_FILE (production).
 enum ServerIdentity {
     static func loadOrCreate(dataDirectory: String) throws -> Identity {
         let identity: Identity
         if let seed = ProcessEnvironment["AEGIS_SERVER_KEY"], !seed.isEmpty {
             identity = try Identity.fromSeedBase64(seed)
             print("server key: from AEGIS_SERVER_KEY")
+        } else if let file = ProcessEnvironment["AEGIS_SERVER_KEY_FILE"], !file.isEmpty {
+            identity = try Identity.load(path: file)
+            print("server key: from \(file)")
         } else {
             let path = dataDirectory + "/server.key"
             if FileManager.default.fileExists(atPath: path) {

@@ -23,21 +23,25 @@ class Gateway:
                 "--enrollment", enrollment, "--io-backend", backend, "--workers", "2"] + list(extra)
         if database_url:
             args += ["--database-url", database_url]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # The log goes to a file, not a pipe: nobody reads a pipe after the
+        # start, and a full pipe would block the gateway's logging.
+        self.log_path = os.path.join(tempfile.mkdtemp(prefix="aegis-log-"), "aegisd.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
         self.output = []
         deadline = time.time() + 90
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            m = re.search(r"server key: (\S+=) ", line)
-            if m:
-                import base64
-                self.server_key = base64.b64decode(m.group(1))
-            if "I/O backend" in line:
+        while time.time() < deadline and self.proc.poll() is None:
+            self.output = open(self.log_path).readlines()
+            for line in self.output:
+                m = re.search(r"server key: (\S+=) ", line)
+                if m:
+                    import base64
+                    self.server_key = base64.b64decode(m.group(1))
+            if any("I/O backend" in line for line in self.output):
                 return
+            time.sleep(0.05)
+        self.output = open(self.log_path).readlines()
         raise RuntimeError("aegisd did not start: " + "".join(self.output))
 
     @property

@@ -310,3 +310,32 @@ def test_handshakes_are_rate_limited_per_agent():
         assert refused(g, a) == ("rate_limited", 4029)
     finally:
         g.stop()
+
+
+def test_a_bad_setting_is_named_at_start():
+    import subprocess
+    import tempfile
+
+    from conftest import AEGISD
+    out = subprocess.run([AEGISD, "--enrollment", "maybe", "--data-dir", tempfile.mkdtemp()],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "enrollment: expected open, token or manual, got 'maybe'" in out.stdout + out.stderr
+    env = {**__import__("os").environ, "AEGIS_HEARTBEAT_INTERVAL": "often"}
+    out = subprocess.run([AEGISD, "--data-dir", tempfile.mkdtemp()], capture_output=True, text=True, timeout=30,
+                         env=env)
+    assert out.returncode != 0 and "heartbeat_interval" in out.stdout + out.stderr
+    assert "AEGIS_HEARTBEAT_INTERVAL" in out.stdout + out.stderr
+
+
+def test_logs_name_ids_and_never_secrets(gw):
+    a = Agent(agent_id())
+    link = Link(gw, a)
+    link.send("log-1", payload=b"top secret payload")
+    link.acked_ids(["log-1"])
+    link.close()
+    time.sleep(0.5)
+    log = open(gw.log_path).read()
+    assert f"agent_id={a.agent_id}" in log and "session_id=" in log
+    assert "top secret payload" not in log
+    assert link.session.session_id in log
