@@ -53,6 +53,9 @@ public actor GatewayServer {
     /// Down messages sent and not yet acked, per connection: msg id → row.
     private var awaitingAck: [ConnectionID: Set<String>] = [:]
     private var secondsUntilPrune = 60
+    /// Agents whose due down messages are being read and sent: one pass at
+    /// a time per agent, so a message is not sent twice by two passes.
+    private var delivering: Set<String> = []
 
     public init(configuration: GatewayConfiguration, transport: Transport, store: Store, identity: Identity,
                 limits: Limits = Limits(), logger: Logger = Logger(label: "aegis.gateway")) {
@@ -379,7 +382,8 @@ public actor GatewayServer {
     /// Sends what is due for one agent, and schedules the next attempt of
     /// each by the delivery policy's backoff.
     private func deliverDue(agentID: String) async {
-        guard let (conn, _) = sessionOf[agentID] else { return }
+        guard let (conn, _) = sessionOf[agentID], delivering.insert(agentID).inserted else { return }
+        defer { delivering.remove(agentID) }
         let now = Date()
         guard let due = try? await store.dueDown(agentID: agentID, now: now, limit: 64,
                                                  maxRetries: configuration.downRetries + 1) else { return }
