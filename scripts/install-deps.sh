@@ -18,6 +18,9 @@ APT_PACKAGES=(
     libsodium-dev liburing-dev libssl-dev libpq-dev
     postgresql postgresql-contrib
     pkg-config python3-pip
+    # the tests' tools: openssl (certificates), psql (postgresql-client),
+    # runuser (util-linux, for pg_ctl as postgres)
+    openssl postgresql-client util-linux
 )
 REQUIREMENTS=Tests/requirements.txt
 PYTHON=${PYTHON:-python3}
