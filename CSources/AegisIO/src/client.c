@@ -630,17 +630,11 @@ static void conn_answer(aegis_wsc *ep, wconn *c, const http_response_head *res,
 }
 
 static void conn_head(aegis_wsc *ep, wconn *c, const uint8_t *p, size_t n) {
-    if (c->head == NULL) {
-        c->head = malloc(HTTP_MAX_HEAD + 1);
-        if (c->head == NULL) {
-            conn_fail(ep, c, -ENOMEM);
-            return;
-        }
+    size_t take = http_head_append(&c->head, &c->head_len, p, n);
+    if (take == SIZE_MAX) {
+        conn_fail(ep, c, -ENOMEM);
+        return;
     }
-    size_t room = HTTP_MAX_HEAD + 1 - c->head_len;
-    size_t take = n < room ? n : room;
-    memcpy(c->head + c->head_len, p, take);
-    c->head_len += (uint32_t)take;
     http_response_head res;
     int r = http_parse_response(c->head, c->head_len, &res, HTTP_MAX_HEADERS);
     if (r == HTTP_NEED_MORE) return;

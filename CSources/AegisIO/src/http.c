@@ -30,6 +30,7 @@
  */
 #include "http.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -477,4 +478,13 @@ size_t http_write_upgrade_request(char *out, size_t cap, const char *host, const
     if (!put_extra_headers(&w, extra_headers, n_extra)) return 0;
     put_str(&w, "\r\n");
     return done(&w);
+}
+
+size_t http_head_append(char **buf, uint32_t *len, const void *p, size_t n) {
+    if (*buf == NULL && (*buf = malloc(HTTP_MAX_HEAD + 1)) == NULL) return SIZE_MAX;
+    size_t room = HTTP_MAX_HEAD + 1 - *len;
+    size_t take = n < room ? n : room;
+    memcpy(*buf + *len, p, take);
+    *len += (uint32_t)take;
+    return take;
 }

@@ -55,6 +55,15 @@ typedef struct http_response_head {
 /* Client side: the server's answer to our upgrade. Same return convention. */
 int http_parse_response(const char *buf, size_t len, http_response_head *res, size_t max_headers);
 
+/*
+ * Collects a head arriving in pieces into *buf (allocated on first use,
+ * HTTP_MAX_HEAD + 1 bytes, so that an over-long head is seen as such).
+ * Appends what fits of p[0..n) and returns how many bytes it took, or
+ * SIZE_MAX when the buffer cannot be allocated. The caller frees *buf.
+ * Shared by the server (requests) and the client (responses).
+ */
+size_t http_head_append(char **buf, uint32_t *len, const void *p, size_t n);
+
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key: b64(SHA1(key ‖ GUID)), 28 chars. */
 void http_websocket_accept(const char *key, size_t key_len, char out[28]);
 

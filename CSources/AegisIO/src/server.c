@@ -718,17 +718,11 @@ static void conn_frames(worker *w, conn *c, const uint8_t *p, size_t n) {
 
 static void conn_input(worker *w, conn *c, const uint8_t *p, size_t n) {
     if (c->state == C_HEAD) {
-        if (c->head == NULL) {
-            c->head = malloc(HTTP_MAX_HEAD + 1);
-            if (c->head == NULL) {
-                conn_destroy(w, c);
-                return;
-            }
+        size_t take = http_head_append(&c->head, &c->head_len, p, n);
+        if (take == SIZE_MAX) {
+            conn_destroy(w, c);
+            return;
         }
-        size_t room = HTTP_MAX_HEAD + 1 - c->head_len;
-        size_t take = n < room ? n : room;
-        memcpy(c->head + c->head_len, p, take);
-        c->head_len += (uint32_t)take;
         http_request req;
         int r = http_parse_request(c->head, c->head_len, &req, HTTP_MAX_HEADERS);
         if (r == HTTP_NEED_MORE) {
