@@ -11,10 +11,15 @@ let package = Package(
         .library(name: "AegisProtocol", targets: ["AegisProtocol"]),
         .library(name: "AegisCore", targets: ["AegisCore"]),
         .executable(name: "aegisd", targets: ["aegisd"]),
+        .executable(name: "aegisctl", targets: ["aegisctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
     ],
     targets: [
         // The protocol core in C: strict base64 and JSON, handshake, seal/open.
@@ -94,8 +99,43 @@ let package = Package(
             dependencies: [
                 "AegisGateway", "AegisStore", "AegisTransport", "AegisProtocol",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/AegisServer"
+        ),
+        // The operators' REST API on Hummingbird: routes, bearer tokens and
+        // scopes, errors, Server-Sent Events, /metrics, and the OpenAPI
+        // document it serves (embedded from Resources/openapi.json).
+        .target(
+            name: "AegisAdmin",
+            dependencies: [
+                "AegisServer", "AegisStore", "AegisProtocol", "AegisGateway",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/AegisAdmin",
+            resources: [.embedInCode("Resources/openapi.json")]
+        ),
+        // A typed client of the admin API (async-http-client), for aegisctl
+        // and the bench harness.
+        .target(
+            name: "AegisAdminClient",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Sources/AegisAdminClient"
+        ),
+        .executableTarget(
+            name: "aegisctl",
+            dependencies: [
+                "AegisAdminClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/aegisctl"
         ),
         .executableTarget(
             name: "aegisd",
@@ -105,7 +145,9 @@ let package = Package(
                 "AegisGateway",
                 "AegisStore",
                 "AegisServer",
+                "AegisAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/aegisd"
         ),
@@ -119,6 +161,11 @@ let package = Package(
             name: "AegisStoreTests",
             dependencies: ["AegisStore"],
             path: "Tests/AegisStoreTests"
+        ),
+        .testTarget(
+            name: "AegisAdminTests",
+            dependencies: ["AegisAdmin"],
+            path: "Tests/AegisAdminTests"
         ),
         .testTarget(
             name: "AegisGatewayTests",

@@ -33,9 +33,12 @@ import Darwin
 public struct GatewayConfiguration: Sendable, Equatable {
     /// The agent listener (`listen`).
     public var listen = ListenAddress(host: "0.0.0.0", port: 8443)
-    /// The operators' REST listener (`admin_listen`); a placeholder until the
-    /// admin API exists. `off` disables it.
-    public var adminListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8444)
+    /// The operators' REST listener (`admin_listen`). `off` disables it.
+    public var adminListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8081)
+    /// The admin listener's own certificate and key (`admin_tls_cert`,
+    /// `admin_tls_key`, PEM); without them it serves plain HTTP.
+    public var adminTLSCertificate: String?
+    public var adminTLSKey: String?
     /// Certificate, keys and the embedded database (`data_dir`).
     public var dataDirectory = ".aegis"
     /// PostgreSQL (`database_url`); nil runs the embedded cluster in
@@ -158,6 +161,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let admin = adminListen, admin == listen {
             throw .invalidValue(setting: "admin_listen", message: "must differ from listen (\(listen))",
                                 source: source("admin_listen"))
+        }
+        if (adminTLSCertificate == nil) != (adminTLSKey == nil) {
+            let missing = adminTLSCertificate == nil ? "admin_tls_cert" : "admin_tls_key"
+            throw .invalidValue(setting: missing, message: "admin_tls_cert and admin_tls_key go together",
+                                source: source(missing))
         }
     }
 
@@ -368,6 +376,14 @@ struct Setting: Sendable {
             }
             guard let a = ListenAddress(v) else { return "expected HOST:PORT with a port 0-65535 or off, got '\(v)'" }
             c.adminListen = a
+            return nil
+        },
+        Setting(name: "admin_tls_cert") { c, v in
+            c.adminTLSCertificate = v.isEmpty ? nil : v
+            return nil
+        },
+        Setting(name: "admin_tls_key") { c, v in
+            c.adminTLSKey = v.isEmpty ? nil : v
             return nil
         },
         Setting(name: "data_dir") { c, v in

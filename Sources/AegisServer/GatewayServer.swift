@@ -24,26 +24,29 @@ public actor GatewayServer {
         public var batchMax = 512
         /// Unstored up messages per connection before 1013 (§5).
         public var unstoredPerConnection = 4096
+        /// Down messages queued or sent, not yet delivered, per agent: an
+        /// operator's send past this is refused (the admin API's 429).
+        public var maxOpenDownPerAgent = 10_000
         public init() {}
     }
 
-    private let configuration: GatewayConfiguration
-    private let transport: Transport
-    private let store: Store
+    let configuration: GatewayConfiguration
+    let transport: Transport
+    let store: Store
     private let identity: Identity
-    private let limits: Limits
+    let limits: Limits
     private let settings: ConnectionStateMachine.Settings
-    private let delivery: DownDeliveryPolicy
+    let delivery: DownDeliveryPolicy
     /// Lines carry the connection, agent and session ids; never a key, a
     /// token or a payload.
-    private let logger: Logger
+    let logger: Logger
 
-    private var machines: [ConnectionID: ConnectionStateMachine] = [:]
+    var machines: [ConnectionID: ConnectionStateMachine] = [:]
     /// Sessions derived but not yet handed to the transport.
     private var derived: [ConnectionID: GatewayHandshake.Accepted] = [:]
     private var sessionTokens: [ConnectionID: [UInt8]] = [:]
     /// The live, authenticated connection of each agent.
-    private var sessionOf: [String: (ConnectionID, ConnectionStateMachine.Session)] = [:]
+    var sessionOf: [String: (ConnectionID, ConnectionStateMachine.Session)] = [:]
     private var limiter: RateLimiter
     private var coalescer: AckCoalescer<ConnectionID>
     private var batch: [(ConnectionID, SecureMessage)] = []
@@ -51,11 +54,23 @@ public actor GatewayServer {
     private var unstored: [ConnectionID: Int] = [:]
     private var lastSeen: [String: Date] = [:]
     /// Down messages sent and not yet acked, per connection: msg id → row.
-    private var awaitingAck: [ConnectionID: Set<String>] = [:]
+    var awaitingAck: [ConnectionID: Set<String>] = [:]
     private var secondsUntilPrune = 60
     /// Agents whose due down messages are being read and sent: one pass at
     /// a time per agent, so a message is not sent twice by two passes.
-    private var delivering: Set<String> = []
+    var delivering: Set<String> = []
+    /// When each connection upgraded (the handshake-duration metric).
+    private var upgradedAt: [ConnectionID: ContinuousClock.Instant] = [:]
+    /// Operators waiting for an agent's response (`send` with a wait), by
+    /// "agent\0request id".
+    var responseSlots: [String: ResponseSlot] = [:]
+    /// Agents with a message queued while their delivery pass ran: the pass
+    /// goes again.
+    var deliverAgain: Set<String> = []
+    private var secondsUntilQueueSample = 0
+    let metrics = GatewayMetrics()
+    /// Rung after every stored up batch: the admin API's streams wait on it.
+    public nonisolated let upMessagesStored = MessageSignal()
 
     public init(configuration: GatewayConfiguration, transport: Transport, store: Store, identity: Identity,
                 limits: Limits = Limits(), logger: Logger = Logger(label: "aegis.gateway")) {
@@ -91,6 +106,7 @@ public actor GatewayServer {
         switch event {
         case .upgraded(let conn, let agentID, let publicKey, let token, let peer):
             logger.debug("upgraded", metadata: ["conn": "\(conn)", "agent_id": "\(agentID)", "peer": "\(peer)"])
+            upgradedAt[conn] = .now
             var m = ConnectionStateMachine(settings: settings)
             let action = m.upgraded(agentID: agentID, publicKey: publicKey, enrollmentToken: token, peer: peer, now: now)
             machines[conn] = m
@@ -99,6 +115,7 @@ public actor GatewayServer {
             update(conn) { $0.authRequestReceived(request, now: now) }
         case .message(let conn, let message):
             if let agent = machines[conn]?.session?.agentID { lastSeen[agent] = Date() }
+            metrics.message(up: true, message.type)
             update(conn) { $0.messageReceived(message, now: now) }
         case .closed(let conn, let code, let byPeer):
             if let session = machines[conn]?.session {
@@ -112,12 +129,13 @@ public actor GatewayServer {
             sessionTokens[conn] = nil
             unstored[conn] = nil
             awaitingAck[conn] = nil
+            upgradedAt[conn] = nil
             coalescer.connectionClosed(conn)
         }
     }
 
     /// Applies one event to a connection's machine and performs its action.
-    private func update(_ conn: ConnectionID, _ event: (inout ConnectionStateMachine) -> ConnectionStateMachine.Action) {
+    func update(_ conn: ConnectionID, _ event: (inout ConnectionStateMachine) -> ConnectionStateMachine.Action) {
         guard var m = machines[conn] else { return }
         let action = event(&m)
         machines[conn] = m
@@ -126,7 +144,7 @@ public actor GatewayServer {
 
     // MARK: Actions
 
-    private func perform(_ action: ConnectionStateMachine.Action, _ conn: ConnectionID) {
+    func perform(_ action: ConnectionStateMachine.Action, _ conn: ConnectionID) {
         switch action {
         case .none:
             return
@@ -145,10 +163,12 @@ public actor GatewayServer {
         case .completeHandshake(let session):
             completeHandshake(conn, session)
         case .refuse(let code, let message, let closeCode):
+            metrics.handshake(code.rawValue)
             logger.info("handshake refused", metadata: [
                 "conn": "\(conn)", "code": "\(code.rawValue)", "close_code": "\(closeCode.rawValue)"])
             _ = transport.refuse(conn, code: code.rawValue, message: message, closeCode: closeCode.rawValue)
         case .recordPendingAndRefuse(let agentID, let publicKey, let code, let message, let closeCode):
+            metrics.handshake(code.rawValue)
             Task {
                 _ = try? await self.store.pinAgent(id: agentID, publicKey: publicKey, enrollment: .pending)
                 _ = self.transport.refuse(conn, code: code.rawValue, message: message, closeCode: closeCode.rawValue)
@@ -164,14 +184,17 @@ public actor GatewayServer {
             let header = MessageHeader(id: UUID().uuidString.lowercased(), type: .heartbeat, channel: "aegis.heartbeat",
                                        ref: ref, timestamp: UInt64(Date().timeIntervalSince1970))
             _ = transport.send(conn, header, plaintext: [])
+            metrics.message(up: false, .heartbeat)
         case .markDelivered(let ids):
             markDelivered(conn, ids)
         case .send(let down):
             let header = MessageHeader(id: down.id, type: down.type, channel: down.channel, ref: down.ref,
                                        timestamp: UInt64(Date().timeIntervalSince1970))
             _ = transport.send(conn, header, plaintext: down.plaintext)
+            metrics.message(up: false, down.type)
         case .endSession(let agentID, let sessionID):
             if sessionOf[agentID]?.0 == conn { sessionOf[agentID] = nil }
+            metrics.sessions.record(sessionOf.count)
             if let uuid = UUID(uuidString: sessionID) {
                 Task { _ = try? await self.store.sessionEnded(agentID: agentID, sessionID: uuid, at: Date()) }
             }
@@ -261,7 +284,7 @@ public actor GatewayServer {
     }
 
     /// Sends auth_ok; a newer session replaces an older one (§5: 4009).
-    private func completeHandshake(_ conn: ConnectionID, _ session: ConnectionStateMachine.Session) {
+    func completeHandshake(_ conn: ConnectionID, _ session: ConnectionStateMachine.Session) {
         guard let accepted = derived.removeValue(forKey: conn) else {
             _ = transport.close(conn, code: CloseCode.tryAgainLater.rawValue, reason: "session lost")
             return
@@ -271,6 +294,9 @@ public actor GatewayServer {
         }
         sessionOf[session.agentID] = (conn, session)
         _ = transport.accept(conn, accepted)
+        metrics.handshake("ok")
+        metrics.sessions.record(sessionOf.count)
+        if let start = upgradedAt[conn] { metrics.handshakeDuration.record(duration: .now - start) }
         logger.info("session established", metadata: [
             "conn": "\(conn)", "agent_id": "\(session.agentID)", "session_id": "\(session.sessionID)"])
         let agentID = session.agentID, maxSends = configuration.downRetries + 1
@@ -298,7 +324,7 @@ public actor GatewayServer {
             let window = limits.batchWindow
             Task {
                 try? await Task.sleep(for: window)
-                await self.flushBatch()
+                self.flushBatch()
             }
         }
     }
@@ -324,7 +350,12 @@ public actor GatewayServer {
                        taken: [(ConnectionID, SecureMessage)]) async {
         for (conn, _) in taken { unstored[conn, default: 1] -= 1 }
         do {
+            let start = ContinuousClock.now
             let results = try await store.storeUpMessages(rows)
+            metrics.upStoreDuration.record(duration: .now - start)
+            metrics.upStoreBatch.record(rows.count)
+            answerWaiters(rows)
+            upMessagesStored.ring()
             var stored: [ConnectionID: [String]] = [:]
             // Stored now or already stored before: either way durable, so acked.
             for r in results {
@@ -353,7 +384,7 @@ public actor GatewayServer {
                 batchScheduled = true
                 Task {
                     try? await Task.sleep(for: .milliseconds(250))
-                    await self.flushBatch()
+                    self.flushBatch()
                 }
             }
         }
@@ -369,6 +400,8 @@ public actor GatewayServer {
         let header = MessageHeader(id: UUID().uuidString.lowercased(), type: .ack, channel: "aegis.ack", ref: first,
                                    timestamp: UInt64(Date().timeIntervalSince1970))
         _ = transport.send(conn, header, plaintext: plaintext)
+        metrics.message(up: false, .ack)
+        metrics.ackSize.record(ids.count)
     }
 
     // MARK: Down messages
@@ -381,9 +414,20 @@ public actor GatewayServer {
 
     /// Sends what is due for one agent, and schedules the next attempt of
     /// each by the delivery policy's backoff.
-    private func deliverDue(agentID: String) async {
-        guard let (conn, _) = sessionOf[agentID], delivering.insert(agentID).inserted else { return }
+    func deliverDue(agentID: String) async {
+        guard sessionOf[agentID] != nil else { return }
+        guard delivering.insert(agentID).inserted else {
+            deliverAgain.insert(agentID)
+            return
+        }
         defer { delivering.remove(agentID) }
+        repeat {
+            await deliverDuePass(agentID: agentID)
+        } while deliverAgain.remove(agentID) != nil && sessionOf[agentID] != nil
+    }
+
+    private func deliverDuePass(agentID: String) async {
+        guard let (conn, _) = sessionOf[agentID] else { return }
         let now = Date()
         guard let due = try? await store.dueDown(agentID: agentID, now: now, limit: 64,
                                                  maxRetries: configuration.downRetries + 1) else { return }
@@ -433,6 +477,12 @@ public actor GatewayServer {
         }
         // retries counts resends: 1 + retries sends in all (§5).
         _ = try? await store.failExpired(now: Date(), maxRetries: configuration.downRetries + 1)
+        secondsUntilQueueSample -= 1
+        if secondsUntilQueueSample <= 0, let depth = try? await store.downQueueDepth() {
+            secondsUntilQueueSample = 5
+            metrics.downQueued.record(depth.queued)
+            metrics.downSent.record(depth.sent)
+        }
         secondsUntilPrune -= 1
         if secondsUntilPrune <= 0 {
             secondsUntilPrune = 60

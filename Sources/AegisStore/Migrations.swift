@@ -17,6 +17,7 @@ public enum Migrations {
 
     public static let all: [Migration] = [
         Migration(version: 1, name: "agents, message queue, nonces, enrollment tokens", sql: v1),
+        Migration(version: 2, name: "admin API: tokens, broadcasts, idempotency keys", sql: v2),
     ]
 
     /// The version this code expects.
@@ -150,6 +151,56 @@ public enum Migrations {
             created_at timestamptz NOT NULL DEFAULT now(),
             revoked_at timestamptz
         );
+        """
+}
+
+extension Migrations {
+    // Version 2: what the admin API needs.
+    //
+    //  - admin_tokens: bearer tokens by SHA-256 (the text is shown once);
+    //    scopes as a comma-separated subset of read, send, admin.
+    //  - broadcasts: one row per broadcast; each recipient's down message
+    //    carries broadcast_id and uses the broadcast's id as its msg_id
+    //    (msg ids are unique per agent, so one id serves every recipient).
+    //  - idempotency_key / request_hash on down rows: a retried send with
+    //    the same key finds the first row (unique per agent).
+    //
+    // Indexes, by the query that needs them:
+    //  - message_queue_stream (direction, seq): listings across agents and
+    //    the up-message stream.
+    //  - message_queue_down_msg (msg_id), down only: GET /messages/{id}.
+    //  - message_queue_responses (agent_id, ref), up responses only: the
+    //    response to a down request.
+    //  - message_queue_broadcast (broadcast_id): a broadcast's recipients.
+    static let v2 = """
+        CREATE TABLE admin_tokens (
+            id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            name         text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+            token_hash   bytea NOT NULL UNIQUE,
+            scopes       text NOT NULL CHECK (scopes ~ '^(read|send|admin)(,(read|send|admin))*$'),
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            last_used_at timestamptz,
+            revoked_at   timestamptz
+        );
+
+        CREATE TABLE broadcasts (
+            id           uuid PRIMARY KEY,
+            message_type text NOT NULL,
+            channel      text NOT NULL,
+            created_at   timestamptz NOT NULL
+        );
+
+        ALTER TABLE message_queue
+            ADD COLUMN idempotency_key text,
+            ADD COLUMN request_hash    bytea,
+            ADD COLUMN broadcast_id    uuid;
+        CREATE UNIQUE INDEX message_queue_idempotency ON message_queue (agent_id, idempotency_key)
+            WHERE direction = 'down' AND idempotency_key IS NOT NULL;
+        CREATE INDEX message_queue_stream ON message_queue (direction, seq);
+        CREATE INDEX message_queue_down_msg ON message_queue (msg_id) WHERE direction = 'down';
+        CREATE INDEX message_queue_responses ON message_queue (agent_id, ref)
+            WHERE direction = 'up' AND message_type = 'response';
+        CREATE INDEX message_queue_broadcast ON message_queue (broadcast_id) WHERE broadcast_id IS NOT NULL;
         """
 }
 

@@ -2,7 +2,8 @@ import AegisPQ
 import Foundation
 
 /// The gateway's PostgreSQL store: every SQL statement of the gateway is in
-/// this file (and the schema in Migrations.swift).
+/// this module — the gateway's here, the admin API's in Store+Admin.swift,
+/// the schema in Migrations.swift.
 ///
 /// An actor whose executor is a thread of its own, so that libpq's blocking
 /// calls never hold a thread of the cooperative pool. It keeps one
@@ -142,7 +143,7 @@ public actor Store {
 
     /// Runs `body` on a live connection; maps failures, forgets a broken
     /// connection, and rolls back a transaction a failure left open.
-    private func withConnection<T>(_ body: (PQConnection) throws -> T) throws(StoreError) -> T {
+    func withConnection<T>(_ body: (PQConnection) throws -> T) throws(StoreError) -> T {
         let c = try connected()
         do {
             return try body(c)
@@ -462,11 +463,11 @@ public actor Store {
 // MARK: - Decoding rows
 
 /// A NOT NULL column came back NULL or mis-sized: the schema is not ours.
-private func missing(_ column: String) -> StoreError {
+func missing(_ column: String) -> StoreError {
     .server(sqlstate: "", message: "unexpected NULL or malformed value in column \(column)")
 }
 
-private func agentRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> AgentRecord {
+func agentRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> AgentRecord {
     guard let id = r.uuid(i, 0) else { throw missing("id") }
     guard let agentID = r.text(i, 1) else { throw missing("agent_id") }
     guard let key = r.bytes(i, 2) else { throw missing("public_key") }
@@ -479,7 +480,7 @@ private func agentRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> AgentRec
                        createdAt: created)
 }
 
-private func downRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> DownRecord {
+func downRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> DownRecord {
     guard let id = r.uuid(i, 0) else { throw missing("id") }
     guard let agentID = r.text(i, 1), let msgID = r.text(i, 2) else { throw missing("agent_id/msg_id") }
     guard let type = r.text(i, 3), let channel = r.text(i, 4) else { throw missing("message_type/channel") }
@@ -491,7 +492,7 @@ private func downRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> DownRecor
                       expiresAt: r.date(i, 10), nextAttemptAt: r.date(i, 11), lastAttemptAt: r.date(i, 12))
 }
 
-private func messageRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> MessageRecord {
+func messageRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> MessageRecord {
     guard let id = r.uuid(i, 0), let seq = r.int64(i, 1) else { throw missing("id/seq") }
     guard let agentID = r.text(i, 2), let msgID = r.text(i, 4) else { throw missing("agent_id/msg_id") }
     guard let direction = r.text(i, 3).flatMap(MessageDirection.init(rawValue:)) else { throw missing("direction") }
@@ -509,7 +510,7 @@ private func messageRecord(_ r: PQResult, _ i: Int) throws(StoreError) -> Messag
 
 // MARK: - The statements
 
-private enum SQL {
+enum SQL {
     static let text = UInt32(AEGIS_PQ_OID_TEXT)
     static let bytea = UInt32(AEGIS_PQ_OID_BYTEA)
     static let int4 = UInt32(AEGIS_PQ_OID_INT4)

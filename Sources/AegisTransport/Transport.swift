@@ -123,6 +123,14 @@ public final class Transport: @unchecked Sendable {
     /// SHA-256 of the certificate in use, "" for plaintext.
     public var tlsFingerprint: String { String(cString: aegis_io_tls_fingerprint(handle)) }
     public var isIdle: Bool { aegis_io_idle(handle) }
+    public var isDraining: Bool { aegis_io_draining(handle) }
+
+    /// The workers' counters (for /metrics).
+    public var statistics: TransportStatistics {
+        var s = aegis_io_stats()
+        aegis_io_get_stats(handle, &s)
+        return TransportStatistics(open: .init(s.open), seal: .init(s.seal), connections: Int(s.connections))
+    }
 
     public func drain() { aegis_io_drain(handle) }
 
@@ -241,4 +249,27 @@ private func text(_ buffer: [CChar]) -> String {
 private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
     guard let s else { return body(nil) }
     return s.withCString { body($0) }
+}
+
+/// What the transport counted since it started (`aegis_io_get_stats`).
+public struct TransportStatistics: Sendable {
+    /// Crypto batch sizes: batches, messages, and cumulative counts of
+    /// batches of at most `bounds[i]` messages (the last bound is +Inf).
+    public struct Batches: Sendable {
+        public var batches: UInt64
+        public var messages: UInt64
+        public var cumulative: [UInt64]
+        public static let bounds: [Double] = (0..<Int(AEGIS_IO_BATCH_BUCKETS - 1)).map { Double(1 << $0) } + [.infinity]
+
+        init(_ s: aegis_io_batch_stats) {
+            batches = s.batches
+            messages = s.messages
+            cumulative = withUnsafeBytes(of: s.le) { Array($0.bindMemory(to: UInt64.self)) }
+        }
+    }
+
+    public var open: Batches
+    public var seal: Batches
+    /// Open now, authenticated or not.
+    public var connections: Int
 }

@@ -1,3 +1,4 @@
+import AegisAdmin
 import AegisGateway
 import AegisProtocol
 import AegisServer
@@ -6,6 +7,7 @@ import AegisTransport
 import ArgumentParser
 import Dispatch
 import Foundation
+import Metrics
 
 /// The gateway daemon. It parses flags, builds the pieces the libraries
 /// provide, and wires them together; the work is in the libraries.
@@ -30,6 +32,15 @@ struct Aegisd: AsyncParsableCommand {
 
     @Option(help: "Agent listener, HOST:PORT (AEGIS_LISTEN; default 0.0.0.0:8443).")
     var listen: String?
+
+    @Option(help: "Admin API listener, HOST:PORT or off (AEGIS_ADMIN_LISTEN; default 127.0.0.1:8081).")
+    var adminListen: String?
+
+    @Option(help: "Admin API TLS certificate (PEM; AEGIS_ADMIN_TLS_CERT). Without one the admin API is plain HTTP.")
+    var adminTLSCert: String?
+
+    @Option(help: "Admin API TLS private key (PEM), with --admin-tls-cert (AEGIS_ADMIN_TLS_KEY).")
+    var adminTLSKey: String?
 
     @Option(help: "Data directory: certificate, keys, the private database (AEGIS_DATA_DIR; default .aegis).")
     var dataDir: String?
@@ -113,11 +124,55 @@ struct Aegisd: AsyncParsableCommand {
         let (store, cluster) = try await openDatabase(settings)
         _ = try? await store.deactivateNode(settings.nodeID, at: Date())
         let transport = try Transport(transportConfig, serverIdentity: identity)
+        // Before the gateway: its metric handles bind to the bootstrapped backend.
+        let metrics = MetricsExposition.bootstrap(extra: { transportMetrics(transport) })
+        Gauge(label: "aegis_io_backend", dimensions: [("backend", transport.backendName)]).record(1)
         let server = GatewayServer(configuration: settings, transport: transport, store: store, identity: identity)
         let lifecycle = ServiceLifecycle.install(transport, database: cluster)
         announce(transport, host: settings.listen.host, mode: "enrollment \(settings.enrollment)")
-        await server.run()
+        let admin = try await adminAPI(settings, server: server, store: store, transport: transport, metrics: metrics)
+        await withTaskGroup(of: Void.self) { group in
+            if let admin {
+                let tls = settings.adminTLSCertificate != nil
+                group.addTask {
+                    do {
+                        try await admin.run { port in
+                            print("admin API: listening on \(tls ? "https" : "http")://\(settings.adminListen?.host ?? ""):\(port)")
+                            flushOutput()
+                        }
+                    } catch {
+                        print("admin API: cannot serve: \(error)")
+                        flushOutput()
+                        Foundation.exit(1)
+                    }
+                }
+            }
+            await server.run()
+            group.cancelAll()
+        }
         withExtendedLifetime(lifecycle) {}
+    }
+
+    /// The admin API, unless admin_listen is off; on the first start it
+    /// writes the bootstrap admin token.
+    private func adminAPI(_ settings: GatewayConfiguration, server: GatewayServer, store: Store, transport: Transport,
+                          metrics: MetricsExposition) async throws -> AdminAPI? {
+        guard let listen = settings.adminListen else {
+            print("admin API: off")
+            return nil
+        }
+        let tokens = ApiTokens(store: store)
+        let tokenPath = settings.dataDirectory + "/admin.token"
+        if try await tokens.bootstrap(path: tokenPath) {
+            print("admin API: bootstrap token written to \(tokenPath)")
+        }
+        var configuration = AdminAPI.Configuration()
+        configuration.host = listen.host
+        configuration.port = Int(listen.port)
+        configuration.tlsCertificate = settings.adminTLSCertificate
+        configuration.tlsKey = settings.adminTLSKey
+        return AdminAPI(configuration: configuration, gateway: server, store: store, tokens: tokens, metrics: metrics,
+                        listenersReady: { !transport.isDraining })
     }
 
     /// Flags given on the command line; the rest comes from the file and the environment.
@@ -129,6 +184,9 @@ struct Aegisd: AsyncParsableCommand {
         if let enrollment { flags["enrollment"] = enrollment }
         if let config { flags["config"] = config }
         if let nodeID { flags["node_id"] = nodeID }
+        if let adminListen { flags["admin_listen"] = adminListen }
+        if let adminTLSCert { flags["admin_tls_cert"] = adminTLSCert }
+        if let adminTLSKey { flags["admin_tls_key"] = adminTLSKey }
         do {
             return try GatewayConfiguration.load(flags: flags, environment: ProcessInfo.processInfo.environment,
                                                  hostName: ProcessInfo.processInfo.hostName)
@@ -246,4 +304,18 @@ enum ServiceLifecycle {
 /// Lines reach a pipe (tests, supervisors) as they are printed.
 func flushOutput() {
     fflush(nil)
+}
+
+/// The transport's own counters in Prometheus text (appended to /metrics).
+func transportMetrics(_ transport: Transport) -> String {
+    let stats = transport.statistics
+    var text = "# HELP aegis_connections Connections open now, authenticated or not.\n"
+        + "# TYPE aegis_connections gauge\naegis_connections \(stats.connections)\n"
+    for (name, batches) in [("open", stats.open), ("seal", stats.seal)] {
+        text += MetricsExposition.histogram(
+            "aegis_crypto_\(name)_batch_size", help: "Messages per aegis_\(name)_batch call of a worker.",
+            bounds: TransportStatistics.Batches.bounds, cumulative: batches.cumulative,
+            sum: batches.messages, count: batches.batches)
+    }
+    return text
 }

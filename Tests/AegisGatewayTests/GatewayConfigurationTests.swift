@@ -26,7 +26,7 @@ import Testing
     @Test func defaultsFollowTheProtocol() throws {
         let c = try load()
         #expect(c.listen == ListenAddress(host: "0.0.0.0", port: 8443))
-        #expect(c.adminListen == ListenAddress(host: "127.0.0.1", port: 8444))
+        #expect(c.adminListen == ListenAddress(host: "127.0.0.1", port: 8081))
         #expect(c.dataDirectory == ".aegis")
         #expect(c.databaseURL == nil)
         #expect(c.enrollment == .token)
@@ -155,8 +155,8 @@ import Testing
                 == "session_lifetime: must be longer than three heartbeat intervals (90m), got 1h")
         #expect(failure(flags: ["ack_timeout": "2m", "down_backoff_cap": "1m"])?.summary
                 == "down_backoff_cap: must be at least ack_timeout (2m), got 1m")
-        #expect(failure(flags: ["listen": "127.0.0.1:8444"])?.summary
-                == "admin_listen: must differ from listen (127.0.0.1:8444)")
+        #expect(failure(flags: ["listen": "127.0.0.1:8081"])?.summary
+                == "admin_listen: must differ from listen (127.0.0.1:8081)")
     }
 
     @Test func fileSyntax() throws {

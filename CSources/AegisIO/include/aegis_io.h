@@ -92,6 +92,28 @@ void aegis_io_drain(aegis_io *io);
 void aegis_io_stop(aegis_io *io);
 /* True when no connection is open on any worker. */
 bool aegis_io_idle(const aegis_io *io);
+/* True once aegis_io_drain() was called. */
+bool aegis_io_draining(const aegis_io *io);
+
+/* Counters for /metrics, summed over the workers since the start. Each
+ * worker opens (and seals) what one loop iteration gathered in one batch;
+ * a batch of n messages counts in every bucket i with n <= 2^i
+ * (cumulative, as Prometheus histograms are), the last bucket being +Inf. */
+#define AEGIS_IO_BATCH_BUCKETS 10
+typedef struct aegis_io_batch_stats {
+    uint64_t batches;
+    uint64_t messages;
+    uint64_t le[AEGIS_IO_BATCH_BUCKETS];
+} aegis_io_batch_stats;
+
+typedef struct aegis_io_stats {
+    aegis_io_batch_stats open;   /* up messages: aegis_open_batch() */
+    aegis_io_batch_stats seal;   /* down messages: aegis_seal_batch() */
+    uint64_t connections;        /* open now, authenticated or not */
+} aegis_io_stats;
+
+void aegis_io_get_stats(const aegis_io *io, aegis_io_stats *out);
+
 /* Rereads the TLS certificate and key (SIGHUP) without dropping connections. */
 int aegis_io_reload_tls(aegis_io *io, char *err, size_t err_len);
 

@@ -157,7 +157,24 @@ typedef struct worker {
     size_t n_seal;
     uint64_t now_ms, last_scan_ms;
     bool draining_seen;
+    /* Written by this worker only, read by aegis_io_get_stats(). */
+    _Atomic uint64_t batch_counts[2][2 + AEGIS_IO_BATCH_BUCKETS];
 } worker;
+
+enum { STATS_OPEN, STATS_SEAL };
+
+/* One batch of n (> 0) messages: a plain load and store, as only this
+ * worker writes the counters. */
+static void count_batch(worker *w, int which, size_t n) {
+    _Atomic uint64_t *c = w->batch_counts[which];
+    atomic_store_explicit(&c[0], atomic_load_explicit(&c[0], memory_order_relaxed) + 1, memory_order_relaxed);
+    atomic_store_explicit(&c[1], atomic_load_explicit(&c[1], memory_order_relaxed) + n, memory_order_relaxed);
+    for (int i = 0; i < AEGIS_IO_BATCH_BUCKETS; i++) {
+        if (i == AEGIS_IO_BATCH_BUCKETS - 1 || n <= ((size_t)1 << i))
+            atomic_store_explicit(&c[2 + i], atomic_load_explicit(&c[2 + i], memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+    }
+}
 
 struct aegis_io {
     aegis_io_config cfg;
@@ -597,6 +614,7 @@ static void run_open_batch(worker *w) {
         return;
     }
     aegis_open_batch(w->open_jobs, w->n_open, wall_s());
+    count_batch(w, STATS_OPEN, w->n_open);
     for (size_t i = 0; i < w->n_open; i++) {
         aegis_open_job *j = &w->open_jobs[i];
         conn *c = conn_lookup(w, w->open_conn[i]);
@@ -855,6 +873,7 @@ static void on_send(worker *w, conn *c, const loop_completion *cq) {
 static void run_seal_batch(worker *w) {
     if (w->n_seal == 0) return;
     aegis_seal_batch(w->seal_jobs, w->n_seal);
+    count_batch(w, STATS_SEAL, w->n_seal);
     for (size_t i = 0; i < w->n_seal; i++) {
         aegis_seal_job *j = &w->seal_jobs[i];
         conn *c = conn_lookup(w, w->seal_conn[i]);
@@ -1218,6 +1237,25 @@ void aegis_io_drain(aegis_io *io) {
         uint64_t one = 1;
         ssize_t r = write(io->workers[i].wake_fd, &one, sizeof one);
         (void)r;
+    }
+}
+
+bool aegis_io_draining(const aegis_io *io) {
+    return atomic_load(&io->draining);
+}
+
+void aegis_io_get_stats(const aegis_io *io, aegis_io_stats *out) {
+    memset(out, 0, sizeof *out);
+    for (unsigned i = 0; i < io->n_workers; i++) {
+        const worker *w = &io->workers[i];
+        aegis_io_batch_stats *dst[2] = {&out->open, &out->seal};
+        for (int k = 0; k < 2; k++) {
+            dst[k]->batches += atomic_load_explicit(&w->batch_counts[k][0], memory_order_relaxed);
+            dst[k]->messages += atomic_load_explicit(&w->batch_counts[k][1], memory_order_relaxed);
+            for (int b = 0; b < AEGIS_IO_BATCH_BUCKETS; b++)
+                dst[k]->le[b] += atomic_load_explicit(&w->batch_counts[k][2 + b], memory_order_relaxed);
+        }
+        out->connections += atomic_load(&w->live);
     }
 }
 
