@@ -100,6 +100,7 @@ test: deps
 	@$(MAKE) --no-print-directory ctest 2>&1 | tee $(CBUILD)/ctest.out; test $${PIPESTATUS[0]} -eq 0
 	$(SWIFT) build --build-tests
 	$(SWIFT) build --product aegisd
+	$(SWIFT) build --product aegisctl
 	@$(SWIFT) test --skip-build 2>&1 | tee $(CBUILD)/swift-test.out; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory e2e 2>&1 | tee $(CBUILD)/e2e.out; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory fuzz-ci

@@ -27,6 +27,15 @@ public struct ApiTokenRecord: Sendable, Equatable {
     public var lastUsedAt: Date?
     public var revokedAt: Date?
 
+    public init(id: UUID, name: String, scopes: [Scope], createdAt: Date, lastUsedAt: Date? = nil, revokedAt: Date? = nil) {
+        self.id = id
+        self.name = name
+        self.scopes = scopes
+        self.createdAt = createdAt
+        self.lastUsedAt = lastUsedAt
+        self.revokedAt = revokedAt
+    }
+
     /// The highest scope the token carries.
     public var power: Scope { scopes.max() ?? .read }
 }
