@@ -44,9 +44,12 @@ public struct AdminClient: Sendable {
         // The read timeout outlasts the longest wait for an agent's response
         // (60 s) and the stream's keepalives (15 s); no redirects, so that
         // the token goes nowhere else.
-        let configuration = HTTPClient.Configuration(
+        var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls, redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(10), read: .seconds(90)))
+        // A refused connection fails the call at once instead of being retried
+        // until the connect timeout: callers decide about retries.
+        configuration.connectionPool.retryConnectionEstablishment = false
         self.baseURL = trimmed
         self.authorization = token.map { "Bearer \($0)" }
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
@@ -83,16 +86,6 @@ public struct AdminClient: Sendable {
             return (answer, text)
         }
         throw Self.apiError(status: status, body: body)
-    }
-
-    /// Performs `request` and returns the body of a successful answer as the
-    /// gateway wrote it (empty for 204); failures throw as `perform` does.
-    public func responseBody<Success>(of request: AdminRequest<Success>) async throws(AdminClientError) -> String {
-        let (status, body) = try await exchange(request)
-        guard (200..<300).contains(status) || request.alsoAnswers.contains(status) else {
-            throw Self.apiError(status: status, body: body)
-        }
-        return String(decoding: body, as: UTF8.self)
     }
 
     // MARK: - One method per operation
@@ -196,13 +189,7 @@ public struct AdminClient: Sendable {
     public func stream(channel: String? = nil, agentID: String? = nil, lastEventID: String? = nil)
         async throws(AdminClientError) -> AsyncThrowingStream<ServerSentEvent, any Error>
     {
-        var request = AdminRequest<NoContent>(.GET, "/api/v1/stream")
-        request.query = [("channel", channel), ("agent_id", agentID)].compactMap { name, value in
-            value.map { (name, $0) }
-        }
-        request.headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
-        if let lastEventID { request.headers.append(("Last-Event-ID", lastEventID)) }
-        let response = try await start(request)
+        let response = try await start(AdminRequest.stream(channel: channel, agentID: agentID, lastEventID: lastEventID))
         let status = Int(response.status.code)
         guard status == 200 else {
             throw Self.apiError(status: status, body: try await collect(response.body))

@@ -5,8 +5,8 @@ import NIOHTTP1
 /// One call of the admin API: what goes out, and what a success decodes to.
 ///
 /// `AdminClient` has a typed method per operation; these values exist so that
-/// a caller can also ask for the response body as the gateway wrote it
-/// (`AdminClient.responseBody(of:)`, which `aegisctl --json` prints).
+/// a caller can also get the response body as the gateway wrote it
+/// (`AdminClient.performReturningBody(_:)`, which `aegisctl --json` prints).
 public struct AdminRequest<Success: Sendable>: Sendable {
     let method: HTTPMethod
     let path: String
@@ -191,6 +191,17 @@ extension AdminRequest where Success == MessagePage {
             ("agent_id", agentID), ("channel", channel), ("direction", direction?.rawValue),
             ("after", after), ("limit", limit.map(String.init)),
         ])
+        return request
+    }
+}
+
+extension AdminRequest where Success == NoContent {
+    /// The body is read as it comes (`AdminClient.stream`), never decoded whole.
+    static func stream(channel: String?, agentID: String?, lastEventID: String?) -> Self {
+        var request = Self(.GET, "/api/v1/stream")
+        request.query = compactQuery([("channel", channel), ("agent_id", agentID)])
+        request.headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
+        if let lastEventID { request.headers.append(("Last-Event-ID", lastEventID)) }
         return request
     }
 }
