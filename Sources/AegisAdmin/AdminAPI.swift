@@ -182,8 +182,8 @@ public struct AdminAPI: Sendable {
             after = id
         }
         let page = try await storeCall { try await store.listAgents(after: after, limit: limit + 1, filter: filter) }
-        var shown: [(AgentRecord, Bool)] = []
-        for agent in page.prefix(limit) { shown.append((agent, await gateway.isConnected(agent))) }
+        let agents = Array(page.prefix(limit))
+        let shown = Array(zip(agents, await gateway.connected(agents)))
         let next = page.count > limit ? shown.last.map { Base64.encodeURL(Array($0.0.agentID.utf8)) } : nil
         return json(.ok) { o in
             o.key("agents")
@@ -292,8 +292,12 @@ public struct AdminAPI: Sendable {
             q.direction = direction
         }
         if let after = query["after"] { q.afterSeq = try sequenceNumber(String(after), field: "after") }
-        let rows = try await storeCall { [q] in try await store.listMessages(q) }
-        let next = rows.count == q.limit ? rows.last.map { String($0.seq) } : nil
+        // One more than the page, so that the last page says so.
+        var probe = q
+        probe.limit += 1
+        let fetched = try await storeCall { [probe] in try await store.listMessages(probe) }
+        let rows = Array(fetched.prefix(q.limit))
+        let next = fetched.count > q.limit ? rows.last.map { String($0.seq) } : nil
         return json(.ok) { o in
             o.key("messages")
             o.writer.array(rows) { w, m in w.object { $0.message(m) } }

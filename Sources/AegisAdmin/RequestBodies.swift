@@ -10,12 +10,40 @@ import Foundation
 /// inside its envelope it stays under the protocol's 1 MiB message limit.
 let maxDownPayload = 768_000
 
+/// JSON text without its insignificant whitespace; everything else —
+/// numbers, string escapes, member order — stays as written (a re-encoding
+/// would round numbers and reorder members).
+func compactJSON(_ text: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(text.count)
+    var inString = false
+    var escaped = false
+    for b in text {
+        if inString {
+            out.append(b)
+            if escaped {
+                escaped = false
+            } else if b == UInt8(ascii: "\\") {
+                escaped = true
+            } else if b == UInt8(ascii: "\"") {
+                inString = false
+            }
+        } else if b == UInt8(ascii: "\"") {
+            inString = true
+            out.append(b)
+        } else if b != 0x20 && b != 0x0A && b != 0x0D && b != 0x09 {
+            out.append(b)
+        }
+    }
+    return out
+}
+
 /// The message part shared by send and broadcast.
 struct DownContent: Equatable {
     var type: MessageType
     var channel: String
-    /// The plaintext: a JSON payload's text as written, or the decoded bytes
-    /// of payload_base64.
+    /// The plaintext: a JSON payload's compact text, or the decoded bytes of
+    /// payload_base64.
     var payload: [UInt8]
     var timeToLive: Duration?
 
@@ -32,7 +60,7 @@ struct DownContent: Equatable {
         }
         switch (body.raw("payload"), body.has("payload_base64")) {
         case (let raw?, false):
-            payload = raw
+            payload = compactJSON(raw)
         case (nil, true):
             guard let text = try? body.string("payload_base64", minBytes: 0, maxBytes: 2 << 20),
                   let bytes = text.isEmpty ? [] : try? Base64.decode(text) else {

@@ -92,6 +92,11 @@ extension GatewayServer {
         return record.isActive
     }
 
+    /// `isConnected` for a page of agents, in one call.
+    public func connected(_ records: [AegisStore.AgentRecord]) -> [Bool] {
+        records.map(isConnected)
+    }
+
     public func send(_ request: DownSend) async throws(OperationError) -> SendOutcome {
         let agent = try await storeCall { try await $0.agent(id: request.agentID) }
         guard let agent else { throw .unknownAgent }
@@ -125,9 +130,12 @@ extension GatewayServer {
         // response arriving at once is kept for us.
         if waits { responseSlots[slot, default: ResponseSlot()].interest += 1 }
         defer { if waits { releaseInterest(slot) } }
-        if isNew {
+        if isNew && sessionOf[request.agentID] != nil {
+            // The ack may be back before this call resumes, so the delivery
+            // pass itself reports the send.
+            watchedSends[slot] = false
             await deliverDue(agentID: request.agentID)
-            if let (conn, _) = sessionOf[request.agentID], awaitingAck[conn]?.contains(id) == true { status = .sent }
+            if watchedSends.removeValue(forKey: slot) == true { status = .sent }
         }
         guard waits, let wait = request.wait else { return .accepted(id: id, status: status) }
         // A retried send may have been answered already, or on another node.
@@ -136,6 +144,10 @@ extension GatewayServer {
             return .responded(id: id, response)
         }
         if let response = await waitForResponse(slot, timeout: wait) { return .responded(id: id, response) }
+        // No response in time: say where the message stands now.
+        if let now = try? await store.downMessages(msgID: id).first(where: { $0.agentID == request.agentID }) {
+            status = now.status
+        }
         return .accepted(id: id, status: status)
     }
 

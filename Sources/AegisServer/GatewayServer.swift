@@ -67,6 +67,11 @@ public actor GatewayServer {
     /// Agents with a message queued while their delivery pass ran: the pass
     /// goes again.
     var deliverAgain: Set<String> = []
+    /// Operators' sends that want to know whether their message went out at
+    /// once ("agent\0id" → sent yet); only these are tracked.
+    var watchedSends: [String: Bool] = [:]
+    /// Callers of `deliverDue` waiting for the pass that covers them.
+    private var deliveryWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var secondsUntilQueueSample = 0
     let metrics = GatewayMetrics()
     /// Rung after every stored up batch: the admin API's streams wait on it.
@@ -417,13 +422,17 @@ public actor GatewayServer {
     func deliverDue(agentID: String) async {
         guard sessionOf[agentID] != nil else { return }
         guard delivering.insert(agentID).inserted else {
+            // A pass is running and may have read the queue already: it
+            // goes again, and this call returns when that pass is done.
             deliverAgain.insert(agentID)
+            await withCheckedContinuation { deliveryWaiters[agentID, default: []].append($0) }
             return
         }
-        defer { delivering.remove(agentID) }
         repeat {
             await deliverDuePass(agentID: agentID)
         } while deliverAgain.remove(agentID) != nil && sessionOf[agentID] != nil
+        delivering.remove(agentID)
+        for waiter in deliveryWaiters.removeValue(forKey: agentID) ?? [] { waiter.resume() }
     }
 
     private func deliverDuePass(agentID: String) async {
@@ -440,6 +449,8 @@ public actor GatewayServer {
             }
             awaitingAck[conn, default: []].insert(record.msgID)
             sent.append((record.id, record.retryCount + 1))
+            let watched = agentID + "\u{0}" + record.msgID
+            if watchedSends[watched] == false { watchedSends[watched] = true }
         }
         // One update per distinct wait (the backoff depends on the send count).
         for (sends, group) in Dictionary(grouping: sent, by: { $0.1 }) {

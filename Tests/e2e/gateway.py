@@ -16,11 +16,18 @@ from conftest import AEGISD, free_port
 
 
 class Gateway:
-    def __init__(self, enrollment="open", database_url=None, data_dir=None, backend="auto", extra=(), env=None):
+    def __init__(self, enrollment="open", database_url=None, data_dir=None, backend="auto", extra=(), env=None,
+                 admin=True):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="aegis-gw-")
         self.port = free_port()
+        # The admin API listens on a port of its own (never the default 8081,
+        # which parallel or consecutive gateways would share); admin=False: off.
+        self.admin_port = free_port() if admin else None
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}" if admin else None
+        self._admin_token = None
         args = [AEGISD, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir, "--plaintext",
-                "--enrollment", enrollment, "--io-backend", backend, "--workers", "2"] + list(extra)
+                "--enrollment", enrollment, "--io-backend", backend, "--workers", "2",
+                "--admin-listen", f"127.0.0.1:{self.admin_port}" if admin else "off"] + list(extra)
         if database_url:
             args += ["--database-url", database_url]
         # The log goes to a file, not a pipe: nobody reads a pipe after the
@@ -38,11 +45,40 @@ class Gateway:
                 if m:
                     import base64
                     self.server_key = base64.b64decode(m.group(1))
-            if any("I/O backend" in line for line in self.output):
+                m = re.search(r"admin API: listening on (https?://\S+)", line)
+                if m:
+                    self.admin_url = m.group(1).rstrip("/")
+            started = any("I/O backend" in line for line in self.output)
+            admin_up = not admin or any("admin API: listening" in line for line in self.output)
+            if started and admin_up:
                 return
             time.sleep(0.05)
         self.output = open(self.log_path).readlines()
         raise RuntimeError("aegisd did not start: " + "".join(self.output))
+
+    @property
+    def admin_token_path(self):
+        for line in open(self.log_path).readlines():
+            m = re.search(r"admin API: bootstrap token written to (\S+)", line)
+            if m:
+                return m.group(1)
+        return os.path.join(self.data_dir, "admin.token")
+
+    @property
+    def admin_token(self):
+        """The bootstrap admin token (the file `<data dir>/admin.token`), or
+        None when this gateway wrote none (e.g. on another gateway's database)."""
+        if self._admin_token is None and self.admin_port:
+            deadline = time.time() + 1  # the file may come just after the listening line
+            while True:
+                path = self.admin_token_path
+                if os.path.exists(path) and open(path).read().endswith("\n"):
+                    self._admin_token = open(path).read().strip()
+                    break
+                if time.time() > deadline:
+                    break
+                time.sleep(0.05)
+        return self._admin_token
 
     @property
     def url(self):
