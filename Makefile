@@ -101,6 +101,7 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) build --product aegisd
 	$(SWIFT) build --product aegisctl
+	$(SWIFT) build --product aegis-agent
 	@$(SWIFT) test --skip-build 2>&1 | tee $(CBUILD)/swift-test.out; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory e2e 2>&1 | tee $(CBUILD)/e2e.out; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory fuzz-ci

@@ -12,6 +12,11 @@ let package = Package(
         .library(name: "AegisCore", targets: ["AegisCore"]),
         .executable(name: "aegisd", targets: ["aegisd"]),
         .executable(name: "aegisctl", targets: ["aegisctl"]),
+        .executable(name: "aegis-agent", targets: ["aegis-agent"]),
+        .library(name: "AegisAgent", targets: ["AegisAgent"]),
+        .executable(name: "aegis-bench", targets: ["aegis-bench"]),
+        // The bare libsodium calls benchmarks divide by (also used by Benchmarks/).
+        .library(name: "BareCrypto", targets: ["BareCrypto"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -20,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
     ],
     targets: [
         // The protocol core in C: strict base64 and JSON, handshake, seal/open.
@@ -129,6 +135,50 @@ let package = Package(
             ],
             path: "Sources/AegisAdminClient"
         ),
+        // The agent SDK: the other side of the wire, on the same C core and
+        // the transport's client (aegis_wsc.h).
+        .target(
+            name: "AegisAgent",
+            dependencies: [
+                "AegisProtocol", "AegisIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/AegisAgent"
+        ),
+        .executableTarget(
+            name: "aegis-agent",
+            dependencies: [
+                "AegisAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/aegis-agent"
+        ),
+        // Exactly the unavoidable libsodium calls of the protocol, on
+        // caller-prepared inputs: the baseline of every performance ratio.
+        .target(
+            name: "BareCrypto",
+            path: "CSources/BareCrypto",
+            publicHeadersPath: "include",
+            linkerSettings: [.linkedLibrary("sodium")]
+        ),
+        // aegis-bench's engine: simulated agents on the transport's client,
+        // the gateway's CPU from /proc, latency histograms, reports.
+        .target(
+            name: "AegisBench",
+            dependencies: [
+                "AegisProtocol", "AegisIO", "BareCrypto", "AegisAdminClient",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Sources/AegisBench"
+        ),
+        .executableTarget(
+            name: "aegis-bench",
+            dependencies: [
+                "AegisBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/aegis-bench"
+        ),
         .executableTarget(
             name: "aegisctl",
             dependencies: [
@@ -161,6 +211,16 @@ let package = Package(
             name: "AegisStoreTests",
             dependencies: ["AegisStore"],
             path: "Tests/AegisStoreTests"
+        ),
+        .testTarget(
+            name: "AegisAgentTests",
+            dependencies: ["AegisAgent", "AegisProtocol"],
+            path: "Tests/AegisAgentTests"
+        ),
+        .testTarget(
+            name: "AegisBenchTests",
+            dependencies: ["AegisBench"],
+            path: "Tests/AegisBenchTests"
         ),
         .testTarget(
             name: "AegisAdminTests",
