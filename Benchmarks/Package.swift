@@ -12,19 +12,12 @@ let package = Package(
                  traits: ["MallocInterposer"]),
     ],
     targets: [
-        // Exactly the unavoidable libsodium calls, on caller-prepared inputs.
-        .target(
-            name: "BareCrypto",
-            path: "Sources/BareCrypto",
-            publicHeadersPath: "include",
-            linkerSettings: [.linkedLibrary("sodium")]
-        ),
         // The workloads (sessions by a real handshake, pre-sealed messages,
         // bare inputs of the same sizes), shared by both executables.
         .target(
             name: "CoreFixtures",
             dependencies: [
-                "BareCrypto",
+                .product(name: "BareCrypto", package: "aegis-gateway"),
                 .product(name: "AegisCore", package: "aegis-gateway"),
             ],
             path: "Sources/CoreFixtures"

@@ -4,6 +4,7 @@
 #include "bare_crypto.h"
 
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 int bare_init(void) { return sodium_init() < 0 ? -1 : 0; }
@@ -216,4 +217,84 @@ int bare_handshake(bare_handshake_inputs *in, uint8_t okm_gateway[64], uint8_t o
     crypto_hash_sha256(th2, in->keys_input, in->keys_input_len);
     hkdf64(okm_agent, th2, ikm, 64, info);
     return memcmp(okm_gateway, okm_agent, 64) == 0 ? 0 : -9;
+}
+
+int bare_gateway_handshake_prepare(bare_gateway_handshake *h, size_t agent_id_len) {
+    uint8_t e[32], th[32], backend[32];
+    bare_handshake_prepare(&h->in, agent_id_len);
+    randombytes_buf(h->in.auth_input + h->in.auth_nonce_at, 32);
+    randombytes_buf(e, sizeof e);
+    crypto_scalarmult_base(h->in.auth_input + h->in.auth_eph_at, e);
+    crypto_sign_detached(h->agent_sig, NULL, h->in.auth_input, h->in.auth_input_len, h->in.agent_sk);
+    randombytes_buf(h->b, sizeof h->b);
+    crypto_scalarmult_base(backend, h->b);
+    if (crypto_sign_ed25519_pk_to_curve25519(h->a_x, h->in.agent_pk) != 0) return -1;
+    transcript(th, h->in.auth_input, h->in.auth_input_len, h->agent_sig);
+    memcpy(h->in.keys_input + h->in.keys_th_at, th, 32);
+    memcpy(h->in.keys_input + h->in.keys_backend_at, backend, 32);
+    crypto_hash_sha256(h->th2, h->in.keys_input, h->in.keys_input_len);
+    memcpy(h->in.ok_input + h->in.ok_th_at, th, 32);
+    memcpy(h->in.ok_input + h->in.ok_backend_at, backend, 32);
+    return 0;
+}
+
+int bare_gateway_handshake_run(bare_gateway_handshake *h, uint8_t okm[64]) {
+    static const char info[] = "aegis-v1/session-keys";
+    uint8_t ikm[64], ok_sig[64];
+    if (crypto_sign_verify_detached(h->agent_sig, h->in.auth_input, h->in.auth_input_len, h->in.agent_pk) != 0)
+        return -1;
+    if (crypto_scalarmult(ikm, h->b, h->a_x) != 0) return -2;
+    if (crypto_scalarmult(ikm + 32, h->b, h->in.auth_input + h->in.auth_eph_at) != 0) return -3;
+    hkdf64(okm, h->th2, ikm, 64, info);
+    crypto_sign_detached(ok_sig, NULL, h->in.ok_input, h->in.ok_input_len, h->in.server_sk);
+    return 0;
+}
+
+/* ---- one message, prepared ------------------------------------------------ */
+
+struct bare_message {
+    size_t pt_len, prefix_len, aad_at, aad_len;
+    uint8_t key[32], nonce[12], pk[32], sk[64], sig[64];
+    uint8_t *pt, *out, *sig_input;
+};
+
+bare_message *bare_message_new(size_t pt_len, const char *channel) {
+    static const char sid[] = "5f0c3d3e-8a4b-4c2e-9d1f-2b3a4c5d6e7f";
+    static const char id[] = "9b2f6a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+    bare_message *m = calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    m->pt_len = pt_len;
+    m->pt = malloc(pt_len + 1);
+    m->out = malloc(pt_len + 1);
+    m->sig_input = malloc(bare_sig_prefix_max() + pt_len + 16);
+    if (m->pt == NULL || m->out == NULL || m->sig_input == NULL) {
+        bare_message_free(m);
+        return NULL;
+    }
+    crypto_sign_keypair(m->pk, m->sk);
+    randombytes_buf(m->key, sizeof m->key);
+    randombytes_buf(m->nonce, sizeof m->nonce);
+    randombytes_buf(m->pt, pt_len);
+    m->prefix_len = bare_sig_prefix(m->sig_input, sid, 36, "up", id, 36, "event", channel, strlen(channel),
+                                    "", 0, 1764211200, m->nonce, pt_len + 16, &m->aad_at, &m->aad_len);
+    bare_message_seal(m);
+    return m;
+}
+
+void bare_message_seal(bare_message *m) {
+    bare_seal(m->sig_input, m->prefix_len, m->pt, m->pt_len, m->sig_input + m->aad_at, m->aad_len, m->nonce,
+              m->key, m->sk, m->sig);
+}
+
+int bare_message_open(bare_message *m) {
+    return bare_open(m->sig_input, m->prefix_len + m->pt_len + 16, m->prefix_len, m->pt_len + 16,
+                     m->sig_input + m->aad_at, m->aad_len, m->nonce, m->key, m->pk, m->sig, m->out);
+}
+
+void bare_message_free(bare_message *m) {
+    if (m == NULL) return;
+    free(m->pt);
+    free(m->out);
+    free(m->sig_input);
+    free(m);
 }

@@ -103,6 +103,39 @@ void bare_handshake_prepare(bare_handshake_inputs *in, size_t agent_id_len);
  */
 int bare_handshake(bare_handshake_inputs *in, uint8_t okm_gateway[64], uint8_t okm_agent[64]);
 
+/*
+ * The gateway's share of a handshake as aegis-bench's headline counts it:
+ * Ed25519 verify of the auth request, X25519 ×2 (dh1, dh2), HKDF-SHA256
+ * (64 bytes), Ed25519 sign of auth_ok. The agent's request, the backend
+ * key pair and the transcript hash are prepared once by
+ * bare_gateway_handshake_prepare (not timed). Returns 0, or a negative step.
+ */
+typedef struct bare_gateway_handshake {
+    bare_handshake_inputs in;
+    uint8_t agent_sig[64];
+    uint8_t a_x[32];            /* the agent's key as a curve25519 point */
+    uint8_t b[32];              /* the backend secret */
+    uint8_t th2[32];
+} bare_gateway_handshake;
+
+int bare_gateway_handshake_prepare(bare_gateway_handshake *h, size_t agent_id_len);
+int bare_gateway_handshake_run(bare_gateway_handshake *h, uint8_t okm[64]);
+
+/*
+ * One secure message's bare crypto, prepared once with the core's layout
+ * (a 36-byte id, the given channel, type "event", plaintext of pt_len
+ * bytes): bare_message_seal() is what the sender must compute, and
+ * bare_message_open() what the receiver must (for the message just
+ * sealed). Both reuse the same key, nonce and buffers, so a timed loop
+ * measures the calls alone. NULL when out of memory.
+ */
+typedef struct bare_message bare_message;
+
+bare_message *bare_message_new(size_t pt_len, const char *channel);
+void bare_message_seal(bare_message *m);
+int bare_message_open(bare_message *m);   /* 0 when both checks pass */
+void bare_message_free(bare_message *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,68 @@
+import BareCrypto
+import Foundation
+
+/// The bare cost of the crypto the protocol requires, measured in this
+/// process with the same libsodium calls the gateway makes (BareCrypto):
+/// the denominators of the headline ratios.
+public struct BareCosts: Sendable, Codable, Equatable {
+    /// Ed25519 verify + AEAD decrypt of one message of the measured size.
+    public var openSeconds: Double
+    /// AEAD encrypt + Ed25519 sign of one message of the measured size.
+    public var sealSeconds: Double
+    /// Sign + encrypt of an ack carrying `ackIDs` ids (its plaintext size).
+    public var ackSealSeconds: Double
+    /// Verify + decrypt of that ack.
+    public var ackOpenSeconds: Double
+    /// The gateway's handshake share: verify + X25519 ×2 + HKDF + sign.
+    public var handshakeSeconds: Double
+    public var payloadBytes: Int
+    public var ackIDs: Int
+
+    /// What one up message requires of the gateway: open it, and its share
+    /// of the ack that covered it.
+    public var upMessageSeconds: Double { openSeconds + ackSealSeconds / Double(max(ackIDs, 1)) }
+    /// What one down message requires: seal it, and its share of the
+    /// agent's ack the gateway opens.
+    public var downMessageSeconds: Double { sealSeconds + ackOpenSeconds / Double(max(ackIDs, 1)) }
+
+    /// Measures each cost as the median of `rounds` timed loops of
+    /// `iterations` calls (medians shrug off a descheduled round).
+    public static func measure(payloadBytes: Int, ackIDs: Int, rounds: Int = 7, iterations: Int = 200) -> BareCosts {
+        precondition(bare_init() == 0, "sodium_init failed")
+        // {"ids":["<36-char uuid>",…]}: 9 + 39 per id (quotes and comma).
+        let ackBytes = 9 + 39 * max(ackIDs, 1)
+        let message = bare_message_new(payloadBytes, "bench.up")
+        let ack = bare_message_new(ackBytes, "aegis.ack")
+        let handshake = UnsafeMutablePointer<bare_gateway_handshake>.allocate(capacity: 1)
+        defer {
+            bare_message_free(message)
+            bare_message_free(ack)
+            handshake.deallocate()
+        }
+        precondition(bare_gateway_handshake_prepare(handshake, 12) == 0, "handshake setup")
+        var okm = [UInt8](repeating: 0, count: 64)
+        func median(_ body: () -> Void) -> Double {
+            var samples: [Double] = []
+            for _ in 0..<rounds {
+                let start = ContinuousClock.now
+                for _ in 0..<iterations { body() }
+                samples.append((ContinuousClock.now - start).seconds / Double(iterations))
+            }
+            return samples.sorted()[samples.count / 2]
+        }
+        var failures: Int32 = 0
+        let costs = BareCosts(
+            openSeconds: median { failures |= bare_message_open(message) },
+            sealSeconds: median { bare_message_seal(message) },
+            ackSealSeconds: median { bare_message_seal(ack) },
+            ackOpenSeconds: median { failures |= bare_message_open(ack) },
+            handshakeSeconds: median { failures |= bare_gateway_handshake_run(handshake, &okm) },
+            payloadBytes: payloadBytes, ackIDs: ackIDs)
+        precondition(failures == 0, "a bare check failed: the inputs are not what the calls expect")
+        return costs
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

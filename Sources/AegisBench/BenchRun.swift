@@ -1,0 +1,345 @@
+import AegisAdminClient
+import Foundation
+
+/// One aegis-bench run: the phases in order against one gateway, each
+/// measured by the gateway's CPU (from /proc) beside the fleet's counts,
+/// and the bare crypto costs measured in the same process at the end, so
+/// that every ratio divides figures of the same run on the same machine.
+public struct BenchOptions: Sendable {
+    public var fleet = SimulatedFleet.Configuration()
+    public var rampRate = 0.0
+    public var rampConcurrency = 256
+    public var handshakeRounds = 2
+    public var upDuration: Duration = .seconds(10)
+    /// One up phase per value: messages in flight per agent.
+    public var inFlight = [1, 16]
+    /// 0: as fast as acks allow.
+    public var upRate = 0.0
+    /// Seal the up workload before the timed phase.
+    public var precomputed = false
+    public var presealPerAgent = 400
+    public var downMessages = 2000
+    public var downConcurrency = 32
+    public var broadcasts = 3
+    public var roundTrips = 200
+    public var roundTripConcurrency = 16
+
+    public init() {}
+}
+
+/// Everything a run measured (the JSON report).
+public struct BenchReport: Sendable, Codable {
+    public struct Phase: Sendable, Codable {
+        public var name: String
+        public var seconds: Double
+        public var operations: Int
+        /// Operations per second.
+        public var throughput: Double
+        public var latency: LatencySummary?
+        public var gatewayCPUSeconds: Double
+        public var postgresCPUSeconds: Double
+        /// Gateway CPU per operation, µs (and per 1,000 operations, ms).
+        public var gatewayMicrosecondsPerOperation: Double
+        public var postgresMicrosecondsPerOperation: Double
+        /// Bare crypto per operation, µs, and gateway ÷ bare.
+        public var bareMicrosecondsPerOperation: Double?
+        public var ratio: Double?
+        public var counters: SimulatedFleet.Counters
+        public var notes: [String: Double] = [:]
+    }
+
+    public var date = Date()
+    public var agents: Int
+    public var payloadBytes: Int
+    public var tls: Bool
+    public var precomputed: Bool
+    public var gatewayResidentBytes: Int
+    public var residentBytesPerConnection: Double
+    public var bare: BareCosts?
+    public var phases: [Phase] = []
+    /// One row a second: the CSV.
+    public var samples: [Sample] = []
+
+    public struct Sample: Sendable, Codable {
+        public var seconds: Double
+        public var phase: String
+        public var sent: Int
+        public var acked: Int
+        public var downReceived: Int
+        public var gatewayCPUPercent: Double
+        public var postgresCPUPercent: Double
+    }
+
+    public func phase(_ name: String) -> Phase? { phases.first { $0.name == name } }
+}
+
+public final class BenchRun: @unchecked Sendable {
+    let options: BenchOptions
+    let gateway: GatewayUnderTest
+    let fleet: SimulatedFleet
+    let admin: AdminClient?
+    private let startNs = monotonicNs()
+    private var report: BenchReport
+    private var lastSample: (ns: UInt64, gateway: Double, postgres: Double)?
+    /// Lines for people, as the run goes.
+    public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+
+    public init(options: BenchOptions, gateway: GatewayUnderTest) throws {
+        var fleetConfig = options.fleet
+        fleetConfig.host = gateway.host
+        fleetConfig.port = gateway.agentPort
+        fleetConfig.serverKey = fleetConfig.serverKey ?? gateway.serverKey
+        if fleetConfig.tls { fleetConfig.pinSHA256 = fleetConfig.pinSHA256 ?? gateway.tlsFingerprint }
+        self.options = options
+        self.gateway = gateway
+        self.fleet = try SimulatedFleet(fleetConfig)
+        self.admin = try gateway.adminURL.map { url throws(AdminClientError) in
+            try AdminClient(baseURL: url, token: gateway.adminToken)
+        }
+        report = BenchReport(agents: fleetConfig.agents, payloadBytes: fleetConfig.payloadBytes, tls: fleetConfig.tls,
+                             precomputed: options.precomputed, gatewayResidentBytes: 0, residentBytesPerConnection: 0)
+    }
+
+    public func run() async throws -> BenchReport {
+        defer { Task { [admin] in await admin?.shutdown() } }
+        let idle = gateway.usage().gateway.residentBytes
+
+        // Connection ramp and handshakes: connect, close, reconnect.
+        let hs = try await measure("handshake") { () -> (Int, LatencySummary?) in
+            for round in 0..<max(1, self.options.handshakeRounds) {
+                if round > 0 { self.fleet.closeAll() }
+                self.fleet.connectAll(rate: self.options.rampRate, concurrency: self.options.rampConcurrency,
+                                      timeout: .seconds(120))
+            }
+            return (self.fleet.counters.handshakes, self.fleet.handshakeLatency.summary)
+        }
+        guard fleet.readyAgents > 0 else { throw BenchError.gateway("no agent could connect: \(hs.counters)") }
+        let connected = gateway.usage().gateway.residentBytes
+        report.gatewayResidentBytes = connected
+        report.residentBytesPerConnection = Double(connected - idle) / Double(max(fleet.readyAgents, 1))
+
+        // Steady up traffic, durable before acked.
+        var idsPerAck = 1.0
+        for window in options.inFlight {
+            if options.precomputed {
+                try await onFleetThread { try self.fleet.preseal(perAgent: self.options.presealPerAgent, ahead: .seconds(30)) }
+            }
+            let phase = try await measure("up-inflight-\(window)") { () -> (Int, LatencySummary?) in
+                self.fleet.runUp(duration: self.options.upDuration, inFlight: window, rate: self.options.upRate)
+                return (self.fleet.counters.acked, self.fleet.upLatency.summary)
+            }
+            idsPerAck = max(idsPerAck, phase.counters.idsPerAck)
+        }
+
+        if let admin {
+            try await downPhase(admin)
+            try await broadcastPhase(admin)
+            try await roundTripPhase(admin)
+        }
+        await onFleetThread { self.fleet.closeAll() }
+
+        // The denominators, in this run, for the sizes and ack sharing seen.
+        let upAckIDs = report.phases.filter { $0.name.hasPrefix("up-") }.map(\.counters.idsPerAck)
+        let bare = BareCosts.measure(payloadBytes: options.fleet.payloadBytes,
+                                     ackIDs: max(1, Int((upAckIDs.max() ?? idsPerAck).rounded())))
+        report.bare = bare
+        for i in report.phases.indices {
+            let p = report.phases[i]
+            let bareSeconds: Double? = switch p.name {
+            case "handshake": bare.handshakeSeconds
+            case let n where n.hasPrefix("up-"):
+                bare.openSeconds + bare.ackSealSeconds / max(p.counters.idsPerAck, 1)
+            case "down", "broadcast": bare.sealSeconds + bare.ackOpenSeconds
+            default: nil
+            }
+            if let bareSeconds {
+                report.phases[i].bareMicrosecondsPerOperation = bareSeconds * 1e6
+                report.phases[i].ratio = p.gatewayMicrosecondsPerOperation / (bareSeconds * 1e6)
+            }
+        }
+        return report
+    }
+
+    // MARK: Phases through the admin API
+
+    /// Down messages sent one per REST call to agents in turn; done when
+    /// every one was received.
+    private func downPhase(_ admin: AdminClient) async throws {
+        let ids = fleet.agentIDs
+        let total = options.downMessages
+        let sentAt = SendTimes()
+        _ = try await measure("down", concurrent: {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<self.options.downConcurrency {
+                    group.addTask {
+                        var i = worker
+                        while i < total {
+                            let start = monotonicNs()
+                            if case .accepted(let a) = try await admin.send(
+                                to: ids[i % ids.count], channel: "bench.down", payload: .json(#"{"n":\#(i)}"#)) {
+                                sentAt.set(a.id, start)
+                            }
+                            i += self.options.downConcurrency
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }) { () -> (Int, LatencySummary?) in
+            self.fleet.receive(timeout: .seconds(120)) { $0.downReceived >= total }
+            return (self.fleet.counters.downReceived, nil)
+        }
+        var latency = LatencyHistogram()
+        for (id, start) in sentAt.all() {
+            if let got = fleet.downReceivedAt[id], got >= start { latency.record(microseconds: (got - start) / 1000) }
+        }
+        report.phases[report.phases.count - 1].latency = latency.summary
+    }
+
+    /// Broadcasts to every agent; a broadcast is done when every agent got it.
+    private func broadcastPhase(_ admin: AdminClient) async throws {
+        var reach: [Double] = []
+        let agents = fleet.readyAgents
+        var phase: BenchReport.Phase?
+        for b in 0..<options.broadcasts {
+            let before = fleet.counters.downReceived
+            let start = monotonicNs()
+            let p = try await measure("broadcast", concurrent: {
+                _ = try await admin.broadcast(channel: "bench.broadcast", payload: .json(#"{"b":\#(b)}"#))
+            }) { () -> (Int, LatencySummary?) in
+                self.fleet.receive(timeout: .seconds(60)) { $0.downReceived - before >= agents }
+                return (self.fleet.counters.downReceived - before, nil)
+            }
+            reach.append(Double(p.operations) / (Double(monotonicNs() - start) / 1e9))
+            if phase == nil {
+                phase = p
+            } else if var merged = phase {
+                merged.seconds += p.seconds
+                merged.operations += p.operations
+                merged.gatewayCPUSeconds += p.gatewayCPUSeconds
+                merged.postgresCPUSeconds += p.postgresCPUSeconds
+                phase = merged
+            }
+            report.phases.removeLast()
+        }
+        if var merged = phase {
+            merged.throughput = Double(merged.operations) / max(merged.seconds, 1e-9)
+            merged.gatewayMicrosecondsPerOperation = merged.gatewayCPUSeconds * 1e6 / Double(max(merged.operations, 1))
+            merged.postgresMicrosecondsPerOperation = merged.postgresCPUSeconds * 1e6 / Double(max(merged.operations, 1))
+            merged.notes["agents_reached_per_second_median"] = reach.sorted()[reach.count / 2]
+            report.phases.append(merged)
+        }
+    }
+
+    /// Requests through the admin API with a wait: REST in, agent's
+    /// response out.
+    private func roundTripPhase(_ admin: AdminClient) async throws {
+        let ids = fleet.agentIDs
+        let total = options.roundTrips
+        let latencies = LatencyBox()
+        let stop = StopFlag()
+        _ = try await measure("request-response", concurrent: {
+            defer { stop.set() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<self.options.roundTripConcurrency {
+                    group.addTask {
+                        var i = worker
+                        while i < total {
+                            let start = monotonicNs()
+                            let outcome = try await admin.send(to: ids[i % ids.count], channel: "bench.rr", type: .request,
+                                                               payload: .json(#"{"q":\#(i)}"#), wait: .seconds(10))
+                            if case .responded = outcome { latencies.record((monotonicNs() - start) / 1000) }
+                            i += self.options.roundTripConcurrency
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }) { () -> (Int, LatencySummary?) in
+            self.fleet.receive(timeout: .seconds(120)) { _ in stop.isSet }
+            return (Int(latencies.histogram.count), nil)
+        }
+        report.phases[report.phases.count - 1].latency = latencies.histogram.summary
+    }
+
+    // MARK: Measuring
+
+    /// Runs `body` on the fleet's thread (and `concurrent` beside it), with
+    /// the gateway's and PostgreSQL's CPU sampled before and after.
+    @discardableResult
+    private func measure(_ name: String, concurrent: @escaping @Sendable () async throws -> Void = {},
+                         _ body: @escaping @Sendable () -> (Int, LatencySummary?)) async throws -> BenchReport.Phase {
+        fleet.resetCounters()
+        fleet.progress = { [self] counters in sample(name, counters) }
+        let before = gateway.usage()
+        let start = monotonicNs()
+        async let side: Void = concurrent()
+        let (operations, latency) = await onFleetThread(body)
+        try await side
+        let seconds = Double(monotonicNs() - start) / 1e9
+        let after = gateway.usage()
+        let gatewayCPU = after.gateway.cpuSeconds - before.gateway.cpuSeconds
+        let postgresCPU = max(0, after.postgres.cpuSeconds - before.postgres.cpuSeconds)
+        let n = Double(max(operations, 1))
+        let phase = BenchReport.Phase(
+            name: name, seconds: seconds, operations: operations, throughput: Double(operations) / max(seconds, 1e-9),
+            latency: latency, gatewayCPUSeconds: gatewayCPU, postgresCPUSeconds: postgresCPU,
+            gatewayMicrosecondsPerOperation: gatewayCPU * 1e6 / n, postgresMicrosecondsPerOperation: postgresCPU * 1e6 / n,
+            counters: fleet.counters)
+        report.phases.append(phase)
+        log(String(format: "%@: %d in %.2f s (%.0f/s), gateway %.1f µs/op, PostgreSQL %.1f µs/op",
+                   name, operations, seconds, phase.throughput, phase.gatewayMicrosecondsPerOperation,
+                   phase.postgresMicrosecondsPerOperation))
+        return phase
+    }
+
+    private func sample(_ phase: String, _ c: SimulatedFleet.Counters) {
+        let now = monotonicNs()
+        let u = gateway.usage()
+        defer { lastSample = (now, u.gateway.cpuSeconds, u.postgres.cpuSeconds) }
+        guard let last = lastSample, now > last.ns else { return }
+        let dt = Double(now - last.ns) / 1e9
+        let s = BenchReport.Sample(seconds: Double(now - startNs) / 1e9, phase: phase, sent: c.sent, acked: c.acked,
+                                   downReceived: c.downReceived,
+                                   gatewayCPUPercent: (u.gateway.cpuSeconds - last.gateway) / dt * 100,
+                                   postgresCPUPercent: (u.postgres.cpuSeconds - last.postgres) / dt * 100)
+        report.samples.append(s)
+        log(String(format: "\r[%@] %6.1fs sent %d acked %d down %d gateway %.0f%% PostgreSQL %.0f%%",
+                   phase, s.seconds, c.sent, c.acked, c.downReceived, s.gatewayCPUPercent, s.postgresCPUPercent))
+    }
+}
+
+/// Runs blocking fleet work on a thread of its own, off Swift's pool.
+func onFleetThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        Thread { c.resume(with: Result { try body() }) }.start()
+    }
+}
+
+func onFleetThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { c in
+        Thread { c.resume(returning: body()) }.start()
+    }
+}
+
+/// REST send times by message id, from many tasks.
+final class SendTimes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var times: [String: UInt64] = [:]
+    func set(_ id: String, _ ns: UInt64) { lock.withLock { times[id] = ns } }
+    func all() -> [String: UInt64] { lock.withLock { times } }
+}
+
+final class LatencyBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = LatencyHistogram()
+    func record(_ us: UInt64) { lock.withLock { value.record(microseconds: us) } }
+    var histogram: LatencyHistogram { lock.withLock { value } }
+}
+
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    func set() { lock.withLock { flag = true } }
+    var isSet: Bool { lock.withLock { flag } }
+}
