@@ -71,6 +71,28 @@ public struct BenchReport: Sendable, Codable {
     }
 
     public func phase(_ name: String) -> Phase? { phases.first { $0.name == name } }
+
+    /// Divides each phase's gateway CPU per operation by the bare crypto
+    /// that operation requires: a handshake's gateway share; an up message's
+    /// open plus its share of the ack that covered it (the ids per ack the
+    /// phase saw); a down message's seal plus the open of the agent's ack
+    /// (the bench acks each down message on its own).
+    public mutating func attach(_ bare: BareCosts) {
+        self.bare = bare
+        for i in phases.indices {
+            let p = phases[i]
+            let bareSeconds: Double? = switch p.name {
+            case "handshake": bare.handshakeSeconds
+            case let n where n.hasPrefix("up-"): bare.openSeconds + bare.ackSealSeconds / max(p.counters.idsPerAck, 1)
+            case "down", "broadcast": bare.sealSeconds + bare.ackOpenSeconds
+            default: nil
+            }
+            if let bareSeconds {
+                phases[i].bareMicrosecondsPerOperation = bareSeconds * 1e6
+                phases[i].ratio = p.gatewayMicrosecondsPerOperation / (bareSeconds * 1e6)
+            }
+        }
+    }
 }
 
 public final class BenchRun: @unchecked Sendable {
@@ -78,13 +100,20 @@ public final class BenchRun: @unchecked Sendable {
     let gateway: GatewayUnderTest
     let fleet: SimulatedFleet
     let admin: AdminClient?
+    let fleetThread: FleetThread
     private let startNs = monotonicNs()
     private var report: BenchReport
     private var lastSample: (ns: UInt64, gateway: Double, postgres: Double)?
     /// Lines for people, as the run goes.
     public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
 
-    public init(options: BenchOptions, gateway: GatewayUnderTest) throws {
+    public static func make(options: BenchOptions, gateway: GatewayUnderTest) async throws -> BenchRun {
+        let thread = FleetThread()
+        return try await thread.run { try BenchRun(options: options, gateway: gateway, thread: thread) }
+    }
+
+    private init(options: BenchOptions, gateway: GatewayUnderTest, thread: FleetThread) throws {
+        self.fleetThread = thread
         var fleetConfig = options.fleet
         fleetConfig.host = gateway.host
         fleetConfig.port = gateway.agentPort
@@ -122,7 +151,7 @@ public final class BenchRun: @unchecked Sendable {
         var idsPerAck = 1.0
         for window in options.inFlight {
             if options.precomputed {
-                try await onFleetThread { try self.fleet.preseal(perAgent: self.options.presealPerAgent, ahead: .seconds(30)) }
+                try await fleetThread.run { try self.fleet.preseal(perAgent: self.options.presealPerAgent, ahead: .seconds(30)) }
             }
             let phase = try await measure("up-inflight-\(window)") { () -> (Int, LatencySummary?) in
                 self.fleet.runUp(duration: self.options.upDuration, inFlight: window, rate: self.options.upRate)
@@ -136,27 +165,13 @@ public final class BenchRun: @unchecked Sendable {
             try await broadcastPhase(admin)
             try await roundTripPhase(admin)
         }
-        await onFleetThread { self.fleet.closeAll() }
+        await fleetThread.run { self.fleet.closeAll() }
 
         // The denominators, in this run, for the sizes and ack sharing seen.
         let upAckIDs = report.phases.filter { $0.name.hasPrefix("up-") }.map(\.counters.idsPerAck)
         let bare = BareCosts.measure(payloadBytes: options.fleet.payloadBytes,
                                      ackIDs: max(1, Int((upAckIDs.max() ?? idsPerAck).rounded())))
-        report.bare = bare
-        for i in report.phases.indices {
-            let p = report.phases[i]
-            let bareSeconds: Double? = switch p.name {
-            case "handshake": bare.handshakeSeconds
-            case let n where n.hasPrefix("up-"):
-                bare.openSeconds + bare.ackSealSeconds / max(p.counters.idsPerAck, 1)
-            case "down", "broadcast": bare.sealSeconds + bare.ackOpenSeconds
-            default: nil
-            }
-            if let bareSeconds {
-                report.phases[i].bareMicrosecondsPerOperation = bareSeconds * 1e6
-                report.phases[i].ratio = p.gatewayMicrosecondsPerOperation / (bareSeconds * 1e6)
-            }
-        }
+        report.attach(bare)
         return report
     }
 
@@ -202,13 +217,13 @@ public final class BenchRun: @unchecked Sendable {
         let agents = fleet.readyAgents
         var phase: BenchReport.Phase?
         for b in 0..<options.broadcasts {
-            let before = fleet.counters.downReceived
             let start = monotonicNs()
+            // measure() starts the counters at zero.
             let p = try await measure("broadcast", concurrent: {
                 _ = try await admin.broadcast(channel: "bench.broadcast", payload: .json(#"{"b":\#(b)}"#))
             }) { () -> (Int, LatencySummary?) in
-                self.fleet.receive(timeout: .seconds(60)) { $0.downReceived - before >= agents }
-                return (self.fleet.counters.downReceived - before, nil)
+                self.fleet.receive(timeout: .seconds(60)) { $0.downReceived >= agents }
+                return (self.fleet.counters.downReceived, nil)
             }
             reach.append(Double(p.operations) / (Double(monotonicNs() - start) / 1e9))
             if phase == nil {
@@ -274,7 +289,7 @@ public final class BenchRun: @unchecked Sendable {
         let before = gateway.usage()
         let start = monotonicNs()
         async let side: Void = concurrent()
-        let (operations, latency) = await onFleetThread(body)
+        let (operations, latency) = await fleetThread.run(body)
         try await side
         let seconds = Double(monotonicNs() - start) / 1e9
         let after = gateway.usage()
@@ -309,16 +324,39 @@ public final class BenchRun: @unchecked Sendable {
     }
 }
 
-/// Runs blocking fleet work on a thread of its own, off Swift's pool.
-func onFleetThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        Thread { c.resume(with: Result { try body() }) }.start()
-    }
-}
+/// The fleet's one thread: io_uring wants every submission from the
+/// thread that set the ring up, and blocking loops stay off Swift's pool.
+final class FleetThread: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
 
-func onFleetThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { c in
-        Thread { c.resume(returning: body()) }.start()
+    init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "aegis-bench fleet"
+        thread.start()
+    }
+
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in enqueue { c.resume(with: Result { try body() }) } }
+    }
+
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { c in enqueue { c.resume(returning: body()) } }
+    }
+
+    private func enqueue(_ job: @escaping () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
     }
 }
 

@@ -154,13 +154,16 @@ public final class SimulatedFleet: @unchecked Sendable {
     public func connectAll(rate: Double, concurrency: Int, timeout: Duration) {
         let start = monotonicNs()
         let end = start + UInt64(timeout.seconds * 1e9)
-        var next = agents.firstIndex { if case .idle = $0.state { true } else { false } } ?? agents.count
+        var next = 0
         while monotonicNs() < end {
             let now = monotonicNs()
             let allowedByRate = rate > 0 ? Int(Double(now - start) / 1e9 * rate) + 1 : Int.max
             var started = 0
             while next < agents.count, started < allowedByRate, pendingConnections < concurrency {
-                if case .idle = agents[next].state { connect(agents[next]) }
+                switch agents[next].state {
+                case .idle, .closed: connect(agents[next])
+                default: break
+                }
                 next += 1
                 started += 1
             }
@@ -286,13 +289,16 @@ public final class SimulatedFleet: @unchecked Sendable {
             (id, json) = agent.presealed.removeFirst()
         } else {
             let (nextID, type) = nextMessage(agent)
-            guard let sealed = try? session.seal(
-                MessageHeader(id: nextID, type: type, channel: configuration.channel,
-                              timestamp: UInt64(Date().timeIntervalSince1970)), plaintext: payload) else {
+            do {
+                json = try session.seal(
+                    MessageHeader(id: nextID, type: type, channel: configuration.channel,
+                                  timestamp: UInt64(Date().timeIntervalSince1970)), plaintext: payload)
+            } catch {
                 counters.errors += 1
+                counters.refusals["seal: \(error)", default: 0] += 1
                 return
             }
-            (id, json) = (nextID, sealed)
+            id = nextID
         }
         guard send(agent, json) else { return }
         agent.inFlight[id] = now
@@ -301,7 +307,7 @@ public final class SimulatedFleet: @unchecked Sendable {
 
     private func send(_ agent: Agent, _ json: [UInt8]) -> Bool {
         let rc = json.withUnsafeBytes { aegis_wsc_send(client, agent.conn, true, $0.baseAddress, $0.count) }
-        if rc != 0 { counters.errors += 1 }
+        if rc != 0 { counters.errors += 1; if ProcessInfo.processInfo.environment["BENCH_DEBUG"] != nil { print("send rc", rc, "conn", agent.conn, "len", json.count) } }
         agent.lastSentNs = monotonicNs()
         return rc == 0
     }

@@ -102,7 +102,7 @@ struct AegisBenchCommand: AsyncParsableCommand {
             gateway = try GatewayUnderTest.spawn(aegisd: aegisd, tls: tls, workers: workers)
         }
         defer { gateway.stop() }
-        let report = try await BenchRun(options: options, gateway: gateway).run()
+        let report = try await BenchRun.make(options: options, gateway: gateway).run()
         print("\n" + report.summary)
         if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
         if let csv { try report.csv.write(toFile: csv, atomically: true, encoding: .utf8) }
