@@ -63,7 +63,7 @@ DEPS_STAMP = $(STAMPS)/deps-$(DEPS_HASH)
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help deps build test ctest e2e fuzz fuzz-ci run bench clean distclean
+.PHONY: help deps build test ctest e2e fuzz fuzz-ci run bench bench-gateway bench-report clean distclean
 
 help:
 	@echo "Targets:"
@@ -76,7 +76,10 @@ help:
 	@echo "  fuzz-ci   fuzz with FUZZ_SECONDS=60"
 	@echo "  run       release build of aegisd, then .build/release/aegisd \$$ARGS"
 	@echo "  bench     swift package --package-path Benchmarks benchmark \$$BENCH_ARGS, then the"
-	@echo "            core-ratios table (ours / bare libsodium) with \$$RATIO_ARGS (e.g. --rounds 21)"
+	@echo "            core-ratios table (ours / bare libsodium) with \$$RATIO_ARGS (e.g. --rounds 21),"
+	@echo "            the transport bench, then bench-gateway"
+	@echo "  bench-gateway  aegis-bench against a fresh aegisd: headline CPU ratios (\$$GATEWAY_BENCH_ARGS)"
+	@echo "  bench-report   PNG chart of the last bench-gateway CSV ($(CBUILD)/bench.png)"
 	@echo "  clean     remove build outputs (keeps SwiftPM's fetched dependencies)"
 	@echo "  distclean clean, and remove .build/ and Benchmarks/.build/ entirely"
 	@echo "Variables: SWIFT=$(SWIFT) CC=$(CC) CLANG=$(CLANG) FUZZ_SECONDS FUZZ_MAX_LEN ARGS BENCH_ARGS RATIO_ARGS"
@@ -130,6 +133,23 @@ bench: deps
 	$(SWIFT) package --package-path Benchmarks benchmark $(BENCH_ARGS)
 	$(SWIFT) run -c release --package-path Benchmarks core-ratios $(RATIO_ARGS)
 	bash Benchmarks/transport-bench.sh
+	@$(MAKE) --no-print-directory bench-gateway
+
+# The gateway under load (aegis-bench, docs/benchmarks.md): its CPU per up
+# message, down message and handshake against the bare crypto, measured in
+# the same run; the headline lines come first in its summary.
+GATEWAY_BENCH_ARGS ?= --agents 1000 --duration 10
+bench-gateway: deps
+	$(SWIFT) build -c release --product aegisd --product aegis-bench
+	@mkdir -p $(CBUILD)
+	.build/release/aegis-bench $(GATEWAY_BENCH_ARGS) --json $(CBUILD)/bench.json --csv $(CBUILD)/bench.csv
+
+# A PNG chart of the last aegis-bench run's CSV (matplotlib, installed on demand).
+bench-report:
+	@test -f $(CBUILD)/bench.csv || { echo "bench-report: run make bench-gateway first"; exit 1; }
+	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib
+	python3 Benchmarks/plot_bench.py $(CBUILD)/bench.csv $(CBUILD)/bench.png
+	@echo "chart: $(CBUILD)/bench.png"
 
 # --- C unit tests --------------------------------------------------------------
 # The core is compiled once into a sanitized archive; each test program links
