@@ -132,6 +132,11 @@ public final class BenchRun: @unchecked Sendable {
     public func run() async throws -> BenchReport {
         defer { Task { [admin] in await admin?.shutdown() } }
         let idle = gateway.usage().gateway.residentBytes
+        // The denominators: measured before the load and again after it,
+        // the smaller kept (BareCosts.minimum). Acks are sized for the
+        // largest window, which is where acks carry the most ids.
+        let ackIDs = max(1, options.inFlight.max() ?? 1)
+        let bareBefore = BareCosts.measure(payloadBytes: options.fleet.payloadBytes, ackIDs: ackIDs)
 
         // Connection ramp and handshakes: connect, close, reconnect.
         let hs = try await measure("handshake") { () -> (Int, LatencySummary?) in
@@ -148,16 +153,14 @@ public final class BenchRun: @unchecked Sendable {
         report.residentBytesPerConnection = Double(connected - idle) / Double(max(fleet.readyAgents, 1))
 
         // Steady up traffic, durable before acked.
-        var idsPerAck = 1.0
         for window in options.inFlight {
             if options.precomputed {
                 try await fleetThread.run { try self.fleet.preseal(perAgent: self.options.presealPerAgent, ahead: .seconds(30)) }
             }
-            let phase = try await measure("up-inflight-\(window)") { () -> (Int, LatencySummary?) in
+            try await measure("up-inflight-\(window)") { () -> (Int, LatencySummary?) in
                 self.fleet.runUp(duration: self.options.upDuration, inFlight: window, rate: self.options.upRate)
                 return (self.fleet.counters.acked, self.fleet.upLatency.summary)
             }
-            idsPerAck = max(idsPerAck, phase.counters.idsPerAck)
         }
 
         if let admin {
@@ -167,10 +170,7 @@ public final class BenchRun: @unchecked Sendable {
         }
         await fleetThread.run { self.fleet.closeAll() }
 
-        // The denominators, in this run, for the sizes and ack sharing seen.
-        let upAckIDs = report.phases.filter { $0.name.hasPrefix("up-") }.map(\.counters.idsPerAck)
-        let bare = BareCosts.measure(payloadBytes: options.fleet.payloadBytes,
-                                     ackIDs: max(1, Int((upAckIDs.max() ?? idsPerAck).rounded())))
+        let bare = bareBefore.minimum(BareCosts.measure(payloadBytes: options.fleet.payloadBytes, ackIDs: ackIDs))
         report.attach(bare)
         return report
     }

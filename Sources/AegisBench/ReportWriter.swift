@@ -23,7 +23,7 @@ extension BenchReport {
     public var summary: String {
         var lines: [String] = []
         func headline(_ label: String, _ p: Phase?) {
-            guard let p, let ratio = p.ratio, let bare = p.bareMicrosecondsPerOperation else { return }
+            guard let p, p.operations > 0, let ratio = p.ratio, let bare = p.bareMicrosecondsPerOperation else { return }
             lines.append(String(format: "headline %@: gateway CPU %.1f µs ÷ bare crypto %.1f µs = %.2f (target ≤ 1.25); PostgreSQL beside: %.1f µs",
                                 label, p.gatewayMicrosecondsPerOperation, bare, ratio, p.postgresMicrosecondsPerOperation))
         }

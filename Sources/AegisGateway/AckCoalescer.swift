@@ -43,7 +43,9 @@ public struct AckCoalescer<Connection: Hashable & Sendable>: Sendable {
     /// Ids of `connection` whose messages are now durably stored.
     public mutating func stored(_ connection: Connection, ids: [String], now: UnixTime) -> [Action] {
         guard !ids.isEmpty else { return [] }
-        var window = windows[connection] ?? Window(closesAt: now + delay)
+        // Taken out of the dictionary, so that the appends below are in
+        // place rather than copies of a still-shared buffer.
+        var window = windows.removeValue(forKey: connection) ?? Window(closesAt: now + delay)
         var actions: [Action] = []
         for id in ids where window.seen.insert(id).inserted {
             window.ids.append(id)
@@ -55,7 +57,6 @@ public struct AckCoalescer<Connection: Hashable & Sendable>: Sendable {
         }
         if now >= window.closesAt {
             if !window.ids.isEmpty { actions.append(.sendAck(connection, ids: window.ids)) }
-            windows[connection] = nil
         } else {
             windows[connection] = window
         }
@@ -64,13 +65,17 @@ public struct AckCoalescer<Connection: Hashable & Sendable>: Sendable {
 
     /// Sends the acks of every window that has closed by `now`.
     public mutating func tick(now: UnixTime) -> [Action] {
-        let due = windows.filter { now >= $0.value.closesAt }
+        // Called every few milliseconds: find the due windows without
+        // copying the others.
+        var due: [(Connection, UnixTime)] = []
+        for (connection, window) in windows where now >= window.closesAt { due.append((connection, window.closesAt)) }
         guard !due.isEmpty else { return [] }
         var actions: [Action] = []
         // Oldest window first, so that acks leave in the order they were due.
-        for (connection, window) in due.sorted(by: { $0.value.closesAt < $1.value.closesAt }) {
-            windows[connection] = nil
-            if !window.ids.isEmpty { actions.append(.sendAck(connection, ids: window.ids)) }
+        for (connection, _) in due.sorted(by: { $0.1 < $1.1 }) {
+            if let window = windows.removeValue(forKey: connection), !window.ids.isEmpty {
+                actions.append(.sendAck(connection, ids: window.ids))
+            }
         }
         return actions
     }

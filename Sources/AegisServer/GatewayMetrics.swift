@@ -21,21 +21,20 @@ struct GatewayMetrics: Sendable {
     /// Down messages sent at once by a broadcast.
     let broadcastRecipients = Recorder(label: "aegis_broadcast_recipients")
 
-    private let messages: [String: Counter]
+    /// By direction (up, down), then type: an index, not a keyed lookup.
+    private let messages: [[Counter]]
 
     init() {
-        var m: [String: Counter] = [:]
-        for direction in ["up", "down"] {
-            for type in MessageType.allCases {
-                m[direction + type.rawValue] = Counter(label: "aegis_messages_total",
-                                                       dimensions: [("direction", direction), ("type", type.rawValue)])
+        messages = ["up", "down"].map { direction in
+            MessageType.allCases.map { type in
+                Counter(label: "aegis_messages_total", dimensions: [("direction", direction), ("type", type.rawValue)])
             }
         }
-        messages = m
     }
 
     func message(up: Bool, _ type: MessageType, count: Int = 1) {
-        messages[(up ? "up" : "down") + type.rawValue]?.increment(by: count)
+        guard let i = MessageType.allCases.firstIndex(of: type) else { return }
+        messages[up ? 0 : 1][i].increment(by: count)
     }
 
     /// `result` is "ok" or the auth_error code of the refusal.

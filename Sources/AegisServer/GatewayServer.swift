@@ -14,14 +14,15 @@ import Logging
 ///
 /// Events are handled synchronously on the actor; whatever needs the store
 /// runs in a task that re-enters the actor with the answer, so one slow
-/// query never holds up other connections. Up messages are stored in
-/// batches (one transaction for all that arrived within `batchWindow`), and
-/// acked only after that transaction committed.
+/// query never holds up other connections. Up messages are stored by group
+/// commit: one transaction at a time, holding everything that arrived
+/// while the previous one ran (so a lone message is stored at once and
+/// batches grow with the load, with no timer), and acked only after that
+/// transaction committed.
 public actor GatewayServer {
     public struct Limits: Sendable {
-        /// Up messages wait at most this long to share a transaction.
-        public var batchWindow: Duration = .milliseconds(2)
-        public var batchMax = 512
+        /// Up messages per transaction at most.
+        public var batchMax = 2048
         /// Unstored up messages per connection before 1013 (§5).
         public var unstoredPerConnection = 4096
         /// Down messages queued or sent, not yet delivered, per agent: an
@@ -50,7 +51,8 @@ public actor GatewayServer {
     private var limiter: RateLimiter
     private var coalescer: AckCoalescer<ConnectionID>
     private var batch: [(ConnectionID, SecureMessage)] = []
-    private var batchScheduled = false
+    /// A transaction of up messages is in flight; new ones wait in `batch`.
+    private var storing = false
     private var unstored: [ConnectionID: Int] = [:]
     private var lastSeen: [String: Date] = [:]
     /// Down messages sent and not yet acked, per connection: msg id → row.
@@ -61,6 +63,8 @@ public actor GatewayServer {
     var delivering: Set<String> = []
     /// When each connection upgraded (the handshake-duration metric).
     private var upgradedAt: [ConnectionID: ContinuousClock.Instant] = [:]
+    /// Each session's id as a UUID (the store's type), parsed once.
+    private var sessionUUIDs: [ConnectionID: UUID] = [:]
     /// Operators waiting for an agent's response (`send` with a wait), by
     /// "agent\0request id".
     var responseSlots: [String: ResponseSlot] = [:]
@@ -99,7 +103,10 @@ public actor GatewayServer {
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.timers() }
-            for await event in transport.events { handle(event) }
+            for await burst in transport.events {
+                for event in burst { handle(event) }
+                flushBatch()
+            }
             group.cancelAll()
         }
     }
@@ -135,15 +142,16 @@ public actor GatewayServer {
             unstored[conn] = nil
             awaitingAck[conn] = nil
             upgradedAt[conn] = nil
+            sessionUUIDs[conn] = nil
             coalescer.connectionClosed(conn)
         }
     }
 
     /// Applies one event to a connection's machine and performs its action.
     func update(_ conn: ConnectionID, _ event: (inout ConnectionStateMachine) -> ConnectionStateMachine.Action) {
-        guard var m = machines[conn] else { return }
-        let action = event(&m)
-        machines[conn] = m
+        // Mutated in place through the dictionary (optional chaining), not
+        // copied out and back: a copy per event showed in profiles.
+        guard let action = machines[conn]?.applying(event) else { return }
         perform(action, conn)
     }
 
@@ -298,6 +306,7 @@ public actor GatewayServer {
             update(older) { $0.replacedByNewerSession() }
         }
         sessionOf[session.agentID] = (conn, session)
+        sessionUUIDs[conn] = UUID(uuidString: session.sessionID)
         _ = transport.accept(conn, accepted)
         metrics.handshake("ok")
         metrics.sessions.record(sessionOf.count)
@@ -322,36 +331,31 @@ public actor GatewayServer {
         }
         unstored[conn] = count
         batch.append((conn, message))
-        if batch.count >= limits.batchMax {
-            flushBatch()
-        } else if !batchScheduled {
-            batchScheduled = true
-            let window = limits.batchWindow
-            Task {
-                try? await Task.sleep(for: window)
-                self.flushBatch()
-            }
-        }
     }
 
+    /// Starts a transaction with what waits, unless one is in flight (its
+    /// end starts the next).
     private func flushBatch() {
-        batchScheduled = false
-        guard !batch.isEmpty else { return }
-        let taken = batch
-        batch.removeAll(keepingCapacity: true)
+        guard !storing, !batch.isEmpty else { return }
+        storing = true
+        let taken = Array(batch.prefix(limits.batchMax))
+        batch.removeFirst(taken.count)
         var rows: [UpMessage] = []
-        var owners: [String: ConnectionID] = [:]
+        var owners: [ConnectionID] = []
+        rows.reserveCapacity(taken.count)
+        owners.reserveCapacity(taken.count)
         for (conn, m) in taken {
-            guard let session = machines[conn]?.session, let sid = UUID(uuidString: session.sessionID) else { continue }
+            guard let session = machines[conn]?.session, let sid = sessionUUIDs[conn] else { continue }
             rows.append(UpMessage(agentID: session.agentID, msgID: m.id, type: m.type.rawValue, channel: m.channel,
                                   ref: m.ref, plaintext: m.plaintext, ciphertext: m.ciphertext, nonce: m.nonce,
                                   signature: m.signature, envelopeTimestamp: m.timestamp, sessionID: sid))
-            owners[session.agentID + "\u{0}" + m.id] = conn
+            owners.append(conn)
         }
         Task { await self.store(rows, owners: owners, taken: taken) }
     }
 
-    private func store(_ rows: [UpMessage], owners: [String: ConnectionID],
+    /// `owners[i]` is the connection of `rows[i]`.
+    private func store(_ rows: [UpMessage], owners: [ConnectionID],
                        taken: [(ConnectionID, SecureMessage)]) async {
         for (conn, _) in taken { unstored[conn, default: 1] -= 1 }
         do {
@@ -363,10 +367,13 @@ public actor GatewayServer {
             upMessagesStored.ring()
             var stored: [ConnectionID: [String]] = [:]
             // Stored now or already stored before: either way durable, so acked.
-            for r in results {
-                if let conn = owners[r.agentID + "\u{0}" + r.msgID] { stored[conn, default: []].append(r.msgID) }
+            // Results come in input order.
+            for (r, conn) in zip(results, owners) {
+                stored[conn, default: []].append(r.msgID)
             }
             for (conn, ids) in stored { update(conn) { $0.ackStored(ids: ids) } }
+            storing = false
+            flushBatch()
         } catch {
             logger.warning("store unavailable: up messages held, not acked", metadata: [
                 "messages": "\(taken.count)", "error": "\(error)"])
@@ -385,12 +392,10 @@ public actor GatewayServer {
                 }
             }
             batch.insert(contentsOf: kept, at: 0)
-            if !batchScheduled && !batch.isEmpty {
-                batchScheduled = true
-                Task {
-                    try? await Task.sleep(for: .milliseconds(250))
-                    self.flushBatch()
-                }
+            Task {
+                try? await Task.sleep(for: .milliseconds(250))
+                self.storing = false
+                self.flushBatch()
             }
         }
     }
@@ -499,12 +504,18 @@ public actor GatewayServer {
             secondsUntilPrune = 60
             _ = try? await store.pruneNonces(now: Date())
         }
-        for agentID in Array(sessionOf.keys) { await deliverDue(agentID: agentID) }
+        // Retries and messages queued elsewhere: one query finds who has
+        // something due, rather than one per live agent.
+        if !sessionOf.isEmpty, let due = try? await store.agentsWithDueDown(now: Date()) {
+            for agentID in due where sessionOf[agentID] != nil { await deliverDue(agentID: agentID) }
+        }
     }
 }
 
 extension ConnectionStateMachine {
     var session: Session? { authenticatedSession }
+
+    mutating func applying<R>(_ event: (inout ConnectionStateMachine) -> R) -> R { event(&self) }
 }
 
 extension UnixTime {

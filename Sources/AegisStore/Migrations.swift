@@ -172,6 +172,9 @@ extension Migrations {
     //  - message_queue_responses (agent_id, ref), up responses only: the
     //    response to a down request.
     //  - message_queue_broadcast (broadcast_id): a broadcast's recipients.
+    //  - message_queue_down_open (next_attempt_at), open down rows only:
+    //    which agents have something due (agentsWithDueDown), the queue
+    //    depth gauge.
     static let v2 = """
         CREATE TABLE admin_tokens (
             id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -201,6 +204,8 @@ extension Migrations {
         CREATE INDEX message_queue_responses ON message_queue (agent_id, ref)
             WHERE direction = 'up' AND message_type = 'response';
         CREATE INDEX message_queue_broadcast ON message_queue (broadcast_id) WHERE broadcast_id IS NOT NULL;
+        CREATE INDEX message_queue_down_open ON message_queue (next_attempt_at)
+            WHERE direction = 'down' AND status IN ('queued', 'sent');
         """
 }
 

@@ -43,27 +43,37 @@ enum PQParam {
     case timestamp(Date)
     case uuid(UUID)
     /// A one-dimensional array of already encoded elements (nil = NULL).
-    case array(element: UInt32, [[UInt8]?])
+    /// A one-dimensional array, already in PostgreSQL's binary form.
+    case array([UInt8])
 
     static func optionalText(_ s: String?) -> PQParam { s.map { .text($0) } ?? .null }
     static func optionalBytes(_ b: [UInt8]?) -> PQParam { b.map { .bytes($0) } ?? .null }
     static func optionalTimestamp(_ d: Date?) -> PQParam { d.map { .timestamp($0) } ?? .null }
     static func optionalUUID(_ u: UUID?) -> PQParam { u.map { .uuid($0) } ?? .null }
 
+    // Arrays are encoded straight into one buffer: an up batch sends
+    // eleven of them with one element per message, so a temporary per
+    // element would cost a dozen allocations per message.
     static func textArray(_ xs: [String?]) -> PQParam {
-        .array(element: UInt32(AEGIS_PQ_OID_TEXT), xs.map { $0.map { Array($0.utf8) } })
+        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_TEXT), xs, bytes: { $0.utf8.count }) { out, s in
+            out.append(contentsOf: s.utf8)
+        })
     }
     static func byteaArray(_ xs: [[UInt8]?]) -> PQParam {
-        .array(element: UInt32(AEGIS_PQ_OID_BYTEA), xs)
+        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_BYTEA), xs, bytes: \.count) { out, b in out.append(contentsOf: b) })
     }
     static func int64Array(_ xs: [Int64?]) -> PQParam {
-        .array(element: UInt32(AEGIS_PQ_OID_INT8), xs.map { $0.map(Binary.int64) })
+        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_INT8), xs, bytes: { _ in 8 }) { out, v in Binary.append(v, to: &out) })
     }
     static func timestampArray(_ xs: [Date?]) -> PQParam {
-        .array(element: UInt32(AEGIS_PQ_OID_TIMESTAMPTZ), xs.map { $0.map(Binary.timestamp) })
+        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_TIMESTAMPTZ), xs, bytes: { _ in 8 }) { out, d in
+            out.append(contentsOf: Binary.timestamp(d))
+        })
     }
     static func uuidArray(_ xs: [UUID?]) -> PQParam {
-        .array(element: UInt32(AEGIS_PQ_OID_UUID), xs.map { $0.map(Binary.uuid) })
+        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_UUID), xs, bytes: { _ in 16 }) { out, u in
+            withUnsafeBytes(of: u.uuid) { out.append(contentsOf: $0) }
+        })
     }
 
     /// The binary form, nil for NULL.
@@ -77,7 +87,7 @@ enum PQParam {
         case .bool(let v): return [v ? 1 : 0]
         case .timestamp(let d): return Binary.timestamp(d)
         case .uuid(let u): return Binary.uuid(u)
-        case .array(let oid, let elements): return Binary.array(element: oid, elements)
+        case .array(let encoded): return encoded
         }
     }
 }
@@ -108,22 +118,32 @@ enum Binary {
 
     static func uuid(_ u: UUID) -> [UInt8] { withUnsafeBytes(of: u.uuid) { Array($0) } }
 
-    static func array(element oid: UInt32, _ elements: [[UInt8]?]) -> [UInt8] {
+    /// Appends a big-endian integer without a temporary array.
+    static func append<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
+    }
+
+    /// A one-dimensional array in binary form: `bytes` gives an element's
+    /// encoded length (written before it), `write` appends the element.
+    static func array<T>(element oid: UInt32, _ elements: [T?], bytes: (T) -> Int,
+                         write: (inout [UInt8], T) -> Void) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(20 + elements.reduce(0) { $0 + 4 + ($1?.count ?? 0) })
-        out += int32(elements.isEmpty ? 0 : 1)                  // dimensions
-        out += int32(elements.contains { $0 == nil } ? 1 : 0)   // has NULLs
-        out += int32(Int32(bitPattern: oid))
+        var total = 20
+        for e in elements { total += 4 + (e.map(bytes) ?? 0) }
+        out.reserveCapacity(total)
+        append(Int32(elements.isEmpty ? 0 : 1), to: &out)                  // dimensions
+        append(Int32(elements.contains { $0 == nil } ? 1 : 0), to: &out)   // has NULLs
+        append(Int32(bitPattern: oid), to: &out)
         if !elements.isEmpty {
-            out += int32(Int32(elements.count))                 // size
-            out += int32(1)                                     // lower bound
+            append(Int32(elements.count), to: &out)                         // size
+            append(Int32(1), to: &out)                                      // lower bound
         }
         for e in elements {
             if let e {
-                out += int32(Int32(e.count))
-                out += e
+                append(Int32(bytes(e)), to: &out)
+                write(&out, e)
             } else {
-                out += int32(-1)
+                append(Int32(-1), to: &out)
             }
         }
         return out

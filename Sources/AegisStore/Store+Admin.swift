@@ -77,6 +77,17 @@ extension Store {
         }
     }
 
+    /// The agents with a down message due at `now` (the gateway's periodic
+    /// delivery pass asks once, not once per live agent).
+    public func agentsWithDueDown(now: Date) throws(StoreError) -> Set<String> {
+        try withConnection { c in
+            let r = try c.execute(SQL.agentsWithDueDown, [.timestamp(now)])
+            var out = Set<String>()
+            for i in 0..<r.rows { if let a = r.text(i, 0) { out.insert(a) } }
+            return out
+        }
+    }
+
     /// Queued and sent down messages of every agent (the queue-depth gauge).
     public func downQueueDepth() throws(StoreError) -> QueueCounts {
         try withConnection { c in
@@ -254,6 +265,15 @@ extension SQL {
             GROUP BY status
             """,
         types: [text])
+
+    static let agentsWithDueDown = Statement(
+        name: "aegis_agents_with_due_down",
+        sql: """
+            SELECT DISTINCT agent_id FROM message_queue
+            WHERE direction = 'down' AND status IN ('queued', 'sent') AND next_attempt_at <= $1
+              AND (expires_at IS NULL OR expires_at > $1)
+            """,
+        types: [timestamptz])
 
     static let downQueueDepth = Statement(
         name: "aegis_down_queue_depth",

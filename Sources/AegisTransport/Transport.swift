@@ -71,7 +71,10 @@ public final class Transport: @unchecked Sendable {
     // which the C side makes safe for any number of callers.
     private let handle: OpaquePointer
     private let identity: Identity?
-    public let events: AsyncStream<TransportEvent>
+    /// The workers' events in the bursts they come in (one poll of the C
+    /// queue each): a consumer can act once per burst — the gateway stores
+    /// a burst's up messages in one transaction.
+    public let events: AsyncStream<[TransportEvent]>
     private let pump: EventPump
 
     public init(_ config: TransportConfiguration, serverIdentity: Identity?) throws(TransportError) {
@@ -167,20 +170,20 @@ public final class Transport: @unchecked Sendable {
 /// Swift values. One consumer, as aegis_io_poll_events requires.
 final class EventPump: @unchecked Sendable {
     private let io: OpaquePointer
-    private let continuation: AsyncStream<TransportEvent>.Continuation
+    private let continuation: AsyncStream<[TransportEvent]>.Continuation
     /// A pipe: writing to [1] wakes the pump to stop.
     private var stopPipe: [Int32] = [-1, -1]
     private var thread: pthread_t?
 
-    private init(io: OpaquePointer, continuation: AsyncStream<TransportEvent>.Continuation) {
+    private init(io: OpaquePointer, continuation: AsyncStream<[TransportEvent]>.Continuation) {
         self.io = io
         self.continuation = continuation
         _ = pipe(&stopPipe)
     }
 
-    static func start(_ io: OpaquePointer) -> (AsyncStream<TransportEvent>, EventPump) {
-        var cont: AsyncStream<TransportEvent>.Continuation!
-        let stream = AsyncStream<TransportEvent>(bufferingPolicy: .unbounded) { cont = $0 }
+    static func start(_ io: OpaquePointer) -> (AsyncStream<[TransportEvent]>, EventPump) {
+        var cont: AsyncStream<[TransportEvent]>.Continuation!
+        let stream = AsyncStream<[TransportEvent]>(bufferingPolicy: .unbounded) { cont = $0 }
         let pump = EventPump(io: io, continuation: cont)
         let box = Unmanaged.passRetained(pump).toOpaque()
         var t = pthread_t()
@@ -203,7 +206,7 @@ final class EventPump: @unchecked Sendable {
     }
 
     private func run() {
-        var events = [aegis_io_event](repeating: aegis_io_event(), count: 64)
+        var events = [aegis_io_event](repeating: aegis_io_event(), count: 256)
         let eventFD = aegis_io_event_fd(io)
         var fds = [pollfd(fd: eventFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: stopPipe[0], events: Int16(POLLIN), revents: 0)]
@@ -211,7 +214,7 @@ final class EventPump: @unchecked Sendable {
             _ = poll(&fds, 2, -1)
             if fds[1].revents != 0 { return }
             let n = aegis_io_poll_events(io, &events, events.count)
-            for i in 0..<n { continuation.yield(TransportEvent(events[i])) }
+            if n > 0 { continuation.yield((0..<n).map { TransportEvent(events[$0]) }) }
         }
     }
 }

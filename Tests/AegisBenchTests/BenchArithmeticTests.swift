@@ -14,30 +14,39 @@ struct ProcFSTests {
         #expect(ProcFS.parseResident("Name:\tx\nVmRSS:\t   2048 kB\nVmSwap:\t0 kB\n") == 2048 * 1024)
     }
 
-    @Test func cpuOfABusyThreadIsCountedAndSleepIsNot() throws {
-        let pid = getpid()
-        let before = try #require(ProcFS.usage(of: pid))
-        // 400 ms of sleep: next to no CPU.
-        Thread.sleep(forTimeInterval: 0.4)
-        let slept = try #require(ProcFS.usage(of: pid))
-        #expect(slept.cpuSeconds - before.cpuSeconds < 0.1)
-        // ~400 ms of thread CPU time, measured by the kernel's own clock.
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        let start = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-        var x: UInt64 = 1
-        var spent = 0.0
-        while spent < 0.4 {
-            for _ in 0..<100_000 { x = x &* 6364136223846793005 &+ 1 }
-            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-            spent = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 - start
+    /// A child process of known behaviour (other tests run beside this
+    /// one, so this process's own CPU would not be a known workload).
+    @Test func cpuOfABusyProcessIsCountedAndSleepIsNot() throws {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        // Sleeps 0.5 s, burns 0.5 s of its own CPU time, then sleeps again.
+        child.arguments = ["python3", "-c", """
+            import time
+            time.sleep(0.5)
+            t = time.process_time()
+            while time.process_time() - t < 0.5:
+                pass
+            time.sleep(30)
+            """]
+        try child.run()
+        defer { child.terminate() }
+        let pid = child.processIdentifier
+        Thread.sleep(forTimeInterval: 0.3)
+        let asleep = try #require(ProcFS.usage(of: pid))
+        // Python's start-up only.
+        #expect(asleep.cpuSeconds < 0.2, "\(asleep.cpuSeconds) s before the busy part")
+        var after = asleep
+        let deadline = Date().addingTimeInterval(20)
+        while after.cpuSeconds - asleep.cpuSeconds < 0.5 && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            after = try #require(ProcFS.usage(of: pid))
         }
-        let busy = try #require(ProcFS.usage(of: pid))
-        let counted = busy.cpuSeconds - slept.cpuSeconds
-        #expect(x != 0)
-        // Ticks are 10 ms; other test threads may add a little.
-        #expect(counted >= 0.37 && counted < 0.8, "counted \(counted) s for 0.4 s of work")
-        #expect(busy.residentBytes > 1 << 20)
+        Thread.sleep(forTimeInterval: 0.3)
+        let done = try #require(ProcFS.usage(of: pid))
+        let counted = done.cpuSeconds - asleep.cpuSeconds
+        // 0.5 s of work, in 10 ms ticks, plus a little start-up left over.
+        #expect(counted >= 0.48 && counted < 0.7, "counted \(counted) s for 0.5 s of work")
+        #expect(done.residentBytes > 1 << 20)
     }
 
     @Test func aProcessTreeIncludesItsChildren() throws {

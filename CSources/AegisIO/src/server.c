@@ -144,6 +144,10 @@ typedef struct worker {
     spsc_queue events;
     spsc_queue commands;
     pthread_mutex_t command_lock;   /* among command producers only */
+    /* Set by the first producer after the worker last looked at its
+     * commands; only that producer writes wake_fd, so a burst of commands
+     * (a batch of acks) costs one write(2) and one wake-up, not one each. */
+    _Atomic bool wake_pending;
     size_t event_cursor;            /* consumer side (the control plane) */
     bool events_published;
     uint8_t *arena;
@@ -1016,6 +1020,7 @@ static void *worker_main(void *arg) {
             }
         }
         run_open_batch(w);
+        atomic_store(&w->wake_pending, false);   /* before the drain: see command_end */
         run_commands(w);
         if (w->now_ms - w->last_scan_ms >= TIMER_SCAN_MS || (atomic_load(&w->io->draining) && !w->draining_seen)) {
             scan_deadlines(w);
@@ -1366,9 +1371,14 @@ static cmd_rec *command_begin(aegis_io *io, uint64_t conn, size_t data_len, work
 static void command_end(worker *w) {
     spsc_commit(&w->commands);
     pthread_mutex_unlock(&w->command_lock);
-    uint64_t one = 1;
-    ssize_t r = write(w->wake_fd, &one, sizeof one);
-    (void)r;
+    /* The commit is ordered before the exchange: a worker that clears the
+     * flag after it (and then drains) sees the record; one that cleared it
+     * before makes this exchange return false, and we wake it. */
+    if (!atomic_exchange(&w->wake_pending, true)) {
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof one);
+        (void)r;
+    }
 }
 
 int aegis_io_accept(aegis_io *io, uint64_t conn, aegis_session *session, const char *json,
