@@ -54,7 +54,9 @@ public actor GatewayServer {
     /// A transaction of up messages is in flight; new ones wait in `batch`.
     private var storing = false
     private var unstored: [ConnectionID: Int] = [:]
-    private var lastSeen: [String: Date] = [:]
+    /// Connections heard from since the last second's last_seen update
+    /// (a set of ids per message is cheaper than agent id + time).
+    private var heardFrom: Set<ConnectionID> = []
     /// Down messages sent and not yet acked, per connection: msg id → row.
     var awaitingAck: [ConnectionID: Set<String>] = [:]
     private var secondsUntilPrune = 60
@@ -126,7 +128,7 @@ public actor GatewayServer {
         case .authRequest(let conn, let request):
             update(conn) { $0.authRequestReceived(request, now: now) }
         case .message(let conn, let message):
-            if let agent = machines[conn]?.session?.agentID { lastSeen[agent] = Date() }
+            heardFrom.insert(conn)
             metrics.message(up: true, message.type)
             update(conn) { $0.messageReceived(message, now: now) }
         case .closed(let conn, let code, let byPeer):
@@ -486,9 +488,11 @@ public actor GatewayServer {
     private func everySecond() async {
         let now = UnixTime.now
         for conn in Array(machines.keys) { update(conn) { $0.tick(now: now) } }
-        if !lastSeen.isEmpty {
-            let seen = lastSeen
-            lastSeen.removeAll()
+        if !heardFrom.isEmpty {
+            let at = Date()
+            var seen: [String: Date] = [:]
+            for conn in heardFrom { if let agent = machines[conn]?.session?.agentID { seen[agent] = at } }
+            heardFrom.removeAll(keepingCapacity: true)
             _ = try? await store.touchAgents(seen)
         }
         // retries counts resends: 1 + retries sends in all (§5).
