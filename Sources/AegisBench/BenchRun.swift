@@ -23,6 +23,8 @@ public struct BenchOptions: Sendable {
     public var broadcasts = 3
     public var roundTrips = 200
     public var roundTripConcurrency = 16
+    /// Processes holding the agents (this one and processes - 1 workers).
+    public var processes = 1
 
     public init() {}
 }
@@ -101,6 +103,7 @@ public final class BenchRun: @unchecked Sendable {
     let fleet: SimulatedFleet
     let admin: AdminClient?
     let fleetThread: FleetThread
+    let workers: FleetWorkers
     private let startNs = monotonicNs()
     private var report: BenchReport
     private var lastSample: (ns: UInt64, gateway: Double, postgres: Double)?
@@ -114,7 +117,26 @@ public final class BenchRun: @unchecked Sendable {
 
     private init(options: BenchOptions, gateway: GatewayUnderTest, thread: FleetThread) throws {
         self.fleetThread = thread
+        // The agents split evenly; this process keeps the first share.
+        let processes = max(1, options.processes)
+        let share = options.fleet.agents / processes
+        var workerArguments: [[String]] = []
+        for i in 1..<processes {
+            var args = ["--agent-host", gateway.host, "--agent-port", String(gateway.agentPort),
+                        "--agents", String(share), "--agent-prefix", "bench-w\(i)-",
+                        "--source-offset", String(i * 50), "--sources", "50",
+                        "--payload-bytes", String(options.fleet.payloadBytes),
+                        "--request-fraction", String(options.fleet.requestFraction)]
+            if options.fleet.tls { args.append("--tls") }
+            if let key = options.fleet.serverKey ?? gateway.serverKey {
+                args += ["--server-key", Data(key).base64EncodedString()]
+            }
+            if let pin = options.fleet.pinSHA256 ?? gateway.tlsFingerprint { args += ["--pin-sha256", pin] }
+            workerArguments.append(args)
+        }
+        self.workers = try FleetWorkers(arguments: workerArguments)
         var fleetConfig = options.fleet
+        fleetConfig.agents = options.fleet.agents - share * (processes - 1)
         fleetConfig.host = gateway.host
         fleetConfig.port = gateway.agentPort
         fleetConfig.serverKey = fleetConfig.serverKey ?? gateway.serverKey
@@ -125,7 +147,7 @@ public final class BenchRun: @unchecked Sendable {
         self.admin = try gateway.adminURL.map { url throws(AdminClientError) in
             try AdminClient(baseURL: url, token: gateway.adminToken)
         }
-        report = BenchReport(agents: fleetConfig.agents, payloadBytes: fleetConfig.payloadBytes, tls: fleetConfig.tls,
+        report = BenchReport(agents: options.fleet.agents, payloadBytes: fleetConfig.payloadBytes, tls: fleetConfig.tls,
                              precomputed: options.precomputed, gatewayResidentBytes: 0, residentBytesPerConnection: 0)
     }
 
@@ -139,14 +161,10 @@ public final class BenchRun: @unchecked Sendable {
         let bareBefore = BareCosts.measure(payloadBytes: options.fleet.payloadBytes, ackIDs: ackIDs)
 
         // Connection ramp and handshakes: connect, close, reconnect.
-        let hs = try await measure("handshake") { () -> (Int, LatencySummary?) in
-            for round in 0..<max(1, self.options.handshakeRounds) {
-                if round > 0 { self.fleet.closeAll() }
-                self.fleet.connectAll(rate: self.options.rampRate, concurrency: self.options.rampConcurrency,
-                                      timeout: .seconds(120))
-            }
-            return (self.fleet.counters.handshakes, self.fleet.handshakeLatency.summary)
-        }
+        let connect = FleetCommand.connect(rounds: options.handshakeRounds, rate: options.rampRate,
+                                           concurrency: options.rampConcurrency)
+        let hs = try await measure("handshake", workers: connect) { $0.handshakes } latency: { $1 }
+
         guard fleet.readyAgents > 0 else { throw BenchError.gateway("no agent could connect: \(hs.counters)") }
         let connected = gateway.usage().gateway.residentBytes
         report.gatewayResidentBytes = connected
@@ -154,13 +172,10 @@ public final class BenchRun: @unchecked Sendable {
 
         // Steady up traffic, durable before acked.
         for window in options.inFlight {
-            if options.precomputed {
-                try await fleetThread.run { try self.fleet.preseal(perAgent: self.options.presealPerAgent, ahead: .seconds(30)) }
-            }
-            try await measure("up-inflight-\(window)") { () -> (Int, LatencySummary?) in
-                self.fleet.runUp(duration: self.options.upDuration, inFlight: window, rate: self.options.upRate)
-                return (self.fleet.counters.acked, self.fleet.upLatency.summary)
-            }
+            let up = FleetCommand.up(window: window, seconds: options.upDuration.seconds,
+                                     rate: options.upRate / Double(max(1, options.processes)),
+                                     preseal: options.precomputed ? options.presealPerAgent : 0)
+            try await measure("up-inflight-\(window)", workers: up) { $0.acked } latency: { up, _ in up }
         }
 
         if let admin {
@@ -168,6 +183,8 @@ public final class BenchRun: @unchecked Sendable {
             try await broadcastPhase(admin)
             try await roundTripPhase(admin)
         }
+        _ = try await workers.run(.close)
+        workers.stop()
         await fleetThread.run { self.fleet.closeAll() }
 
         let bare = bareBefore.minimum(BareCosts.measure(payloadBytes: options.fleet.payloadBytes, ackIDs: ackIDs))
@@ -219,12 +236,16 @@ public final class BenchRun: @unchecked Sendable {
         for b in 0..<options.broadcasts {
             let start = monotonicNs()
             // measure() starts the counters at zero.
-            let p = try await measure("broadcast", concurrent: {
+            // Every process's agents receive it; the workers count theirs.
+            let share = options.fleet.agents / max(1, options.processes)
+            var p = try await measure("broadcast", concurrent: {
                 _ = try await admin.broadcast(channel: "bench.broadcast", payload: .json(#"{"b":\#(b)}"#))
-            }) { () -> (Int, LatencySummary?) in
+            }, workers: .receive(seconds: 60, expected: share)) { () -> (Int, LatencySummary?) in
                 self.fleet.receive(timeout: .seconds(60)) { $0.downReceived >= agents }
-                return (self.fleet.counters.downReceived, nil)
+                return (0, nil)
             }
+            p.operations = p.counters.downReceived
+            finish(&p)
             reach.append(Double(p.operations) / (Double(monotonicNs() - start) / 1e9))
             if phase == nil {
                 phase = p
@@ -279,33 +300,90 @@ public final class BenchRun: @unchecked Sendable {
 
     // MARK: Measuring
 
-    /// Runs `body` on the fleet's thread (and `concurrent` beside it), with
-    /// the gateway's and PostgreSQL's CPU sampled before and after.
+    /// A phase that every process runs: `command` on this process's fleet
+    /// and on the workers'; operations and latencies summed over all.
+    @discardableResult
+    private func measure(_ name: String, workers command: FleetCommand,
+                         _ operations: @escaping @Sendable (SimulatedFleet.Counters) -> Int,
+                         latency: @escaping @Sendable (LatencyHistogram, LatencyHistogram) -> LatencyHistogram)
+        async throws -> BenchReport.Phase {
+        let fleet = self.fleet
+        return try await measure(name, workers: command, own: { _ = try? fleet.perform(command) },
+                                 operations: operations, latency: latency)
+    }
+
+    /// A phase run by this process's fleet (`body`), with `concurrent`
+    /// beside it (REST calls); workers, if any, receive meanwhile.
     @discardableResult
     private func measure(_ name: String, concurrent: @escaping @Sendable () async throws -> Void = {},
+                         workers command: FleetCommand? = nil,
                          _ body: @escaping @Sendable () -> (Int, LatencySummary?)) async throws -> BenchReport.Phase {
+        let own = Own()
+        var phase = try await measure(name, workers: command, concurrent: concurrent, own: { own.set(body()) },
+                                      operations: { _ in 0 }, latency: { _, _ in LatencyHistogram() })
+        let (ops, summary) = own.value
+        phase.operations = ops + (phase.operations)
+        phase.latency = summary
+        // With workers, the caller totals their counts and logs.
+        finish(&phase, log: command == nil)
+        report.phases[report.phases.count - 1] = phase
+        return phase
+    }
+
+    /// Runs `own` on the fleet's thread, the workers' command and
+    /// `concurrent` beside it, with the gateway's and PostgreSQL's CPU
+    /// sampled before and after.
+    private func measure(_ name: String, workers command: FleetCommand?,
+                         concurrent: @escaping @Sendable () async throws -> Void = {},
+                         own: @escaping @Sendable () -> Void,
+                         operations: @escaping @Sendable (SimulatedFleet.Counters) -> Int,
+                         latency: @escaping @Sendable (LatencyHistogram, LatencyHistogram) -> LatencyHistogram)
+        async throws -> BenchReport.Phase {
         fleet.resetCounters()
         fleet.progress = { [self] counters in sample(name, counters) }
         let before = gateway.usage()
         let start = monotonicNs()
         async let side: Void = concurrent()
-        let (operations, latency) = await fleetThread.run(body)
+        async let remote = runWorkers(command)
+        await fleetThread.run(own)
         try await side
+        let results = try await remote
         let seconds = Double(monotonicNs() - start) / 1e9
         let after = gateway.usage()
-        let gatewayCPU = after.gateway.cpuSeconds - before.gateway.cpuSeconds
-        let postgresCPU = max(0, after.postgres.cpuSeconds - before.postgres.cpuSeconds)
-        let n = Double(max(operations, 1))
-        let phase = BenchReport.Phase(
-            name: name, seconds: seconds, operations: operations, throughput: Double(operations) / max(seconds, 1e-9),
-            latency: latency, gatewayCPUSeconds: gatewayCPU, postgresCPUSeconds: postgresCPU,
-            gatewayMicrosecondsPerOperation: gatewayCPU * 1e6 / n, postgresMicrosecondsPerOperation: postgresCPU * 1e6 / n,
-            counters: fleet.counters)
+        var counters = fleet.counters
+        var up = fleet.upLatency, handshakes = fleet.handshakeLatency
+        for r in results {
+            counters.add(r.counters)
+            up.merge(r.upLatency)
+            handshakes.merge(r.handshakeLatency)
+        }
+        let merged = latency(up, handshakes)
+        var phase = BenchReport.Phase(
+            name: name, seconds: seconds, operations: operations(counters), throughput: 0,
+            latency: merged.count > 0 ? merged.summary : nil,
+            gatewayCPUSeconds: after.gateway.cpuSeconds - before.gateway.cpuSeconds,
+            postgresCPUSeconds: max(0, after.postgres.cpuSeconds - before.postgres.cpuSeconds),
+            gatewayMicrosecondsPerOperation: 0, postgresMicrosecondsPerOperation: 0, counters: counters)
+        finish(&phase, log: command != nil && operations(counters) > 0)
         report.phases.append(phase)
-        log(String(format: "%@: %d in %.2f s (%.0f/s), gateway %.1f µs/op, PostgreSQL %.1f µs/op",
-                   name, operations, seconds, phase.throughput, phase.gatewayMicrosecondsPerOperation,
-                   phase.postgresMicrosecondsPerOperation))
         return phase
+    }
+
+    private func runWorkers(_ command: FleetCommand?) async throws -> [FleetResult] {
+        guard let command, !workers.isEmpty else { return [] }
+        return try await workers.run(command)
+    }
+
+    /// Rates and per-operation figures from the totals; logs the phase.
+    private func finish(_ phase: inout BenchReport.Phase, log announce: Bool = true) {
+        let n = Double(max(phase.operations, 1))
+        phase.throughput = Double(phase.operations) / max(phase.seconds, 1e-9)
+        phase.gatewayMicrosecondsPerOperation = phase.gatewayCPUSeconds * 1e6 / n
+        phase.postgresMicrosecondsPerOperation = phase.postgresCPUSeconds * 1e6 / n
+        guard announce else { return }
+        log(String(format: "%@: %d in %.2f s (%.0f/s), gateway %.1f µs/op, PostgreSQL %.1f µs/op",
+                   phase.name, phase.operations, phase.seconds, phase.throughput, phase.gatewayMicrosecondsPerOperation,
+                   phase.postgresMicrosecondsPerOperation))
     }
 
     private func sample(_ phase: String, _ c: SimulatedFleet.Counters) {
@@ -373,6 +451,14 @@ final class LatencyBox: @unchecked Sendable {
     private var value = LatencyHistogram()
     func record(_ us: UInt64) { lock.withLock { value.record(microseconds: us) } }
     var histogram: LatencyHistogram { lock.withLock { value } }
+}
+
+/// What a phase body on the fleet thread hands back.
+final class Own: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: (Int, LatencySummary?) = (0, nil)
+    func set(_ r: (Int, LatencySummary?)) { lock.withLock { result = r } }
+    var value: (Int, LatencySummary?) { lock.withLock { result } }
 }
 
 final class StopFlag: @unchecked Sendable {

@@ -35,6 +35,8 @@ struct AegisBenchCommand: AsyncParsableCommand {
 
     @Option(help: "Simulated agents.")
     var agents = 1000
+    @Option(help: "Processes holding the agents (about 19,000 connections fit in one here).")
+    var processes = 1
     @Option(help: "Source addresses 127.0.0.1 … 127.0.0.N to spread connections over.")
     var sources = 50
     @Flag(help: "wss:// (TLS, pinned certificate) instead of ws://.")
@@ -64,13 +66,39 @@ struct AegisBenchCommand: AsyncParsableCommand {
     @Option(help: "Request/response round trips through the REST API (0: skip).")
     var roundTrips = 200
 
+    // A fleet worker process (started by --processes): serves commands on
+    // stdin for its share of the agents.
+    @Flag(help: .hidden) var fleetWorker = false
+    @Option(help: .hidden) var agentHost = "127.0.0.1"
+    @Option(help: .hidden) var agentPort: UInt16 = 0
+    @Option(help: .hidden) var agentPrefix = "bench-"
+    @Option(help: .hidden) var sourceOffset = 0
+    @Option(help: .hidden) var serverKey: String?
+    @Option(help: .hidden) var pinSha256: String?
+
     @Option(help: "Write the JSON report here.")
     var json: String?
     @Option(help: "Write the per-second CSV here.")
     var csv: String?
 
     func run() async throws {
+        if fleetWorker {
+            var config = SimulatedFleet.Configuration()
+            config.host = agentHost
+            config.port = agentPort
+            config.agents = agents
+            config.agentPrefix = agentPrefix
+            config.sourceAddresses = (0..<max(1, sources)).map { "127.0.\(1 + (sourceOffset + $0) / 254).\(1 + (sourceOffset + $0) % 254)" }
+            config.tls = tls
+            config.pinSHA256 = pinSha256
+            config.serverKey = serverKey.flatMap { Data(base64Encoded: $0) }.map { Array($0) }
+            config.payloadBytes = payloadBytes
+            config.requestFraction = requestFraction
+            try await FleetWorker.serve(config)
+            return
+        }
         var options = BenchOptions()
+        options.processes = processes
         options.fleet.agents = agents
         options.fleet.sourceAddresses = (1...max(1, min(sources, 254))).map { "127.0.0.\($0)" }
         options.fleet.tls = tls
