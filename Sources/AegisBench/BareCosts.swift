@@ -36,6 +36,16 @@ public struct BareCosts: Sendable, Codable, Equatable {
                   payloadBytes: payloadBytes, ackIDs: ackIDs)
     }
 
+    /// The median of each cost over many samples.
+    public static func median(_ samples: [BareCosts]) -> BareCosts? {
+        guard let first = samples.first else { return nil }
+        func mid(_ f: (BareCosts) -> Double) -> Double { samples.map(f).sorted()[samples.count / 2] }
+        return BareCosts(openSeconds: mid(\.openSeconds), sealSeconds: mid(\.sealSeconds),
+                         ackSealSeconds: mid(\.ackSealSeconds), ackOpenSeconds: mid(\.ackOpenSeconds),
+                         handshakeSeconds: mid(\.handshakeSeconds), payloadBytes: first.payloadBytes,
+                         ackIDs: first.ackIDs)
+    }
+
     /// Measures each cost as the median of `rounds` timed loops of
     /// `iterations` calls (medians shrug off a descheduled round).
     public static func measure(payloadBytes: Int, ackIDs: Int, rounds: Int = 9, iterations: Int = 300) -> BareCosts {

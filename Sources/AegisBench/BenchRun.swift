@@ -46,6 +46,12 @@ public struct BenchReport: Sendable, Codable {
         /// Bare crypto per operation, µs, and gateway ÷ bare.
         public var bareMicrosecondsPerOperation: Double?
         public var ratio: Double?
+        /// The bare costs sampled during the phase, on a thread of the
+        /// bench, under the load the gateway ran under (a few calls every
+        /// 100 ms, about 1 % of a core); `ratio` divides by these when
+        /// present, `quietRatio` by the quiet machine's.
+        public var bareUnderLoad: BareCosts?
+        public var quietRatio: Double?
         public var counters: SimulatedFleet.Counters
         public var notes: [String: Double] = [:]
     }
@@ -81,18 +87,21 @@ public struct BenchReport: Sendable, Codable {
     /// (the bench acks each down message on its own).
     public mutating func attach(_ bare: BareCosts) {
         self.bare = bare
-        for i in phases.indices {
-            let p = phases[i]
-            let bareSeconds: Double? = switch p.name {
+        func bareSeconds(_ p: Phase, _ bare: BareCosts) -> Double? {
+            switch p.name {
             case "handshake": bare.handshakeSeconds
             case let n where n.hasPrefix("up-"): bare.openSeconds + bare.ackSealSeconds / max(p.counters.idsPerAck, 1)
             case "down", "broadcast": bare.sealSeconds + bare.ackOpenSeconds
             default: nil
             }
-            if let bareSeconds {
-                phases[i].bareMicrosecondsPerOperation = bareSeconds * 1e6
-                phases[i].ratio = p.gatewayMicrosecondsPerOperation / (bareSeconds * 1e6)
-            }
+        }
+        for i in phases.indices {
+            let p = phases[i]
+            guard let quiet = bareSeconds(p, bare) else { continue }
+            let used = p.bareUnderLoad.flatMap { bareSeconds(p, $0) } ?? quiet
+            phases[i].bareMicrosecondsPerOperation = used * 1e6
+            phases[i].ratio = p.gatewayMicrosecondsPerOperation / (used * 1e6)
+            phases[i].quietRatio = p.gatewayMicrosecondsPerOperation / (quiet * 1e6)
         }
     }
 }
@@ -172,9 +181,15 @@ public final class BenchRun: @unchecked Sendable {
 
         // Steady up traffic, durable before acked.
         for window in options.inFlight {
+            if options.precomputed {
+                // Before the timed phase, in every process.
+                let preseal = FleetCommand.preseal(perAgent: options.presealPerAgent)
+                async let remote = runWorkers(preseal)
+                _ = try await fleetThread.run { try self.fleet.perform(preseal) }
+                _ = try await remote
+            }
             let up = FleetCommand.up(window: window, seconds: options.upDuration.seconds,
-                                     rate: options.upRate / Double(max(1, options.processes)),
-                                     preseal: options.precomputed ? options.presealPerAgent : 0)
+                                     rate: options.upRate / Double(max(1, options.processes)))
             try await measure("up-inflight-\(window)", workers: up) { $0.acked } latency: { up, _ in up }
         }
 
@@ -341,6 +356,7 @@ public final class BenchRun: @unchecked Sendable {
         async throws -> BenchReport.Phase {
         fleet.resetCounters()
         fleet.progress = { [self] counters in sample(name, counters) }
+        let sampler = BareSampler(payloadBytes: options.fleet.payloadBytes, ackIDs: max(1, options.inFlight.max() ?? 1))
         let before = gateway.usage()
         let start = monotonicNs()
         async let side: Void = concurrent()
@@ -348,6 +364,7 @@ public final class BenchRun: @unchecked Sendable {
         await fleetThread.run(own)
         try await side
         let results = try await remote
+        let underLoad = sampler.stop()
         let seconds = Double(monotonicNs() - start) / 1e9
         let after = gateway.usage()
         var counters = fleet.counters
@@ -364,6 +381,7 @@ public final class BenchRun: @unchecked Sendable {
             gatewayCPUSeconds: after.gateway.cpuSeconds - before.gateway.cpuSeconds,
             postgresCPUSeconds: max(0, after.postgres.cpuSeconds - before.postgres.cpuSeconds),
             gatewayMicrosecondsPerOperation: 0, postgresMicrosecondsPerOperation: 0, counters: counters)
+        phase.bareUnderLoad = underLoad
         finish(&phase, log: command != nil && operations(counters) > 0)
         report.phases.append(phase)
         return phase
@@ -451,6 +469,32 @@ final class LatencyBox: @unchecked Sendable {
     private var value = LatencyHistogram()
     func record(_ us: UInt64) { lock.withLock { value.record(microseconds: us) } }
     var histogram: LatencyHistogram { lock.withLock { value } }
+}
+
+/// Samples the bare costs during a phase: a few calls of each kind every
+/// 100 ms on a thread of its own, timed in thread CPU time.
+final class BareSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var samples: [BareCosts] = []
+    private var running = true
+
+    init(payloadBytes: Int, ackIDs: Int) {
+        Thread { [self] in
+            while lock.withLock({ running }) {
+                let s = BareCosts.measure(payloadBytes: payloadBytes, ackIDs: ackIDs, rounds: 1, iterations: 4)
+                lock.withLock { samples.append(s) }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }.start()
+    }
+
+    /// The median of what was sampled (nil for a phase too short to sample).
+    func stop() -> BareCosts? {
+        lock.withLock {
+            running = false
+            return samples.count >= 5 ? BareCosts.median(samples) : nil
+        }
+    }
 }
 
 /// What a phase body on the fleet thread hands back.

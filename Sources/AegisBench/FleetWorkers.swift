@@ -9,7 +9,9 @@ import Foundation
 /// What the measuring process asks a worker to do.
 public enum FleetCommand: Codable, Sendable {
     case connect(rounds: Int, rate: Double, concurrency: Int)
-    case up(window: Int, seconds: Double, rate: Double, preseal: Int)
+    case up(window: Int, seconds: Double, rate: Double)
+    /// Seal this many up messages per agent now, for the next `up`.
+    case preseal(perAgent: Int)
     case receive(seconds: Double, expected: Int)
     case close
 }
@@ -32,9 +34,10 @@ extension SimulatedFleet {
                 if round > 0 { closeAll() }
                 connectAll(rate: rate, concurrency: concurrency, timeout: .seconds(120))
             }
-        case .up(let window, let seconds, let rate, let preseal):
-            if preseal > 0 { try self.preseal(perAgent: preseal, ahead: .seconds(30)) }
+        case .up(let window, let seconds, let rate):
             runUp(duration: .milliseconds(Int64(seconds * 1000)), inFlight: window, rate: rate)
+        case .preseal(let perAgent):
+            try preseal(perAgent: perAgent, ahead: .seconds(30))
         case .receive(let seconds, let expected):
             receive(timeout: .milliseconds(Int64(seconds * 1000))) { $0.downReceived >= expected }
         case .close:

@@ -24,8 +24,10 @@ extension BenchReport {
         var lines: [String] = []
         func headline(_ label: String, _ p: Phase?) {
             guard let p, p.operations > 0, let ratio = p.ratio, let bare = p.bareMicrosecondsPerOperation else { return }
-            lines.append(String(format: "headline %@: gateway CPU %.1f µs ÷ bare crypto %.1f µs = %.2f (target ≤ 1.25); PostgreSQL beside: %.1f µs",
-                                label, p.gatewayMicrosecondsPerOperation, bare, ratio, p.postgresMicrosecondsPerOperation))
+            let how = p.bareUnderLoad == nil ? "bare on the quiet machine"
+                : String(format: "bare sampled under the same load; %.2f against the quiet machine's", p.quietRatio ?? 0)
+            lines.append(String(format: "headline %@: gateway CPU %.1f µs ÷ bare crypto %.1f µs = %.2f (%@); PostgreSQL beside: %.1f µs",
+                                label, p.gatewayMicrosecondsPerOperation, bare, ratio, how, p.postgresMicrosecondsPerOperation))
         }
         let ups = phases.filter { $0.name.hasPrefix("up-") }
         for p in ups { headline("up message (\(p.name))", p) }
