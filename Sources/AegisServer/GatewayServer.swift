@@ -340,8 +340,15 @@ public actor GatewayServer {
     private func flushBatch() {
         guard !storing, !batch.isEmpty else { return }
         storing = true
-        let taken = Array(batch.prefix(limits.batchMax))
-        batch.removeFirst(taken.count)
+        let taken: [(ConnectionID, SecureMessage)]
+        if batch.count <= limits.batchMax {
+            // The common case: take the whole buffer, no element copies.
+            taken = batch
+            batch = []
+        } else {
+            taken = Array(batch.prefix(limits.batchMax))
+            batch.removeFirst(taken.count)
+        }
         var rows: [UpMessage] = []
         var owners: [ConnectionID] = []
         rows.reserveCapacity(taken.count)

@@ -60,7 +60,7 @@ enum PQParam {
         })
     }
     static func byteaArray(_ xs: [[UInt8]?]) -> PQParam {
-        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_BYTEA), xs, bytes: \.count) { out, b in out.append(contentsOf: b) })
+        .array(Binary.array(element: UInt32(AEGIS_PQ_OID_BYTEA), xs, bytes: { $0.count }) { out, b in out.append(contentsOf: b) })
     }
     static func int64Array(_ xs: [Int64?]) -> PQParam {
         .array(Binary.array(element: UInt32(AEGIS_PQ_OID_INT8), xs, bytes: { _ in 8 }) { out, v in Binary.append(v, to: &out) })

@@ -320,12 +320,22 @@ public actor Store {
         if messages.isEmpty { return [] }
         struct Key: Hashable { let agent: String, msg: String }
         var firstIndex: [Key: Int] = [:]
+        firstIndex.reserveCapacity(messages.count)
         var unique: [UpMessage] = []
-        for (i, m) in messages.enumerated() where firstIndex[Key(agent: m.agentID, msg: m.msgID)] == nil {
-            firstIndex[Key(agent: m.agentID, msg: m.msgID)] = i
+        unique.reserveCapacity(messages.count)
+        for (i, m) in messages.enumerated() where firstIndex.updateValue(i, forKey: Key(agent: m.agentID, msg: m.msgID)) == nil {
             unique.append(m)
         }
+        // updateValue kept the last index of a repeated key: point it back
+        // at the first, which is the one stored.
+        if unique.count < messages.count {
+            firstIndex.removeAll(keepingCapacity: true)
+            for (i, m) in messages.enumerated() where firstIndex[Key(agent: m.agentID, msg: m.msgID)] == nil {
+                firstIndex[Key(agent: m.agentID, msg: m.msgID)] = i
+            }
+        }
         var timestamps: [Int64?] = []
+        timestamps.reserveCapacity(unique.count)
         for m in unique {
             guard let t = Int64(exactly: m.envelopeTimestamp) else {
                 throw .invalid("message \(m.msgID) of \(m.agentID): timestamp \(m.envelopeTimestamp) exceeds 2^63-1")
@@ -333,24 +343,29 @@ public actor Store {
             timestamps.append(t)
         }
         let params: [PQParam] = [
-            .textArray(unique.map(\.agentID)), .textArray(unique.map(\.msgID)),
-            .textArray(unique.map(\.type)), .textArray(unique.map(\.channel)), .textArray(unique.map(\.ref)),
-            .byteaArray(unique.map(\.plaintext)), .byteaArray(unique.map(\.ciphertext)),
-            .byteaArray(unique.map(\.nonce)), .byteaArray(unique.map(\.signature)),
-            .int64Array(timestamps), .uuidArray(unique.map(\.sessionID)),
+            .textArray(unique.map { $0.agentID }), .textArray(unique.map { $0.msgID }),
+            .textArray(unique.map { $0.type }), .textArray(unique.map { $0.channel }), .textArray(unique.map { $0.ref }),
+            .byteaArray(unique.map { $0.plaintext }), .byteaArray(unique.map { $0.ciphertext }),
+            .byteaArray(unique.map { $0.nonce }), .byteaArray(unique.map { $0.signature }),
+            .int64Array(timestamps), .uuidArray(unique.map { $0.sessionID }),
         ]
-        let stored: Set<Key> = try withConnection { c in
+        // nil: every unique row was inserted (the common case: no set to build).
+        let stored: Set<Key>? = try withConnection { c in
             let results = try c.pipeline([.sql("BEGIN"), .prepared(SQL.storeUp, params), .sql("COMMIT")])
             let r = results[1]
+            if r.rows == unique.count { return nil }
             var keys = Set<Key>()
             for i in 0..<r.rows {
                 if let a = r.text(i, 0), let m = r.text(i, 1) { keys.insert(Key(agent: a, msg: m)) }
             }
             return keys
         }
+        if stored == nil && unique.count == messages.count {
+            return messages.map { UpStoreResult(agentID: $0.agentID, msgID: $0.msgID, outcome: .stored) }
+        }
         return messages.enumerated().map { i, m in
             let k = Key(agent: m.agentID, msg: m.msgID)
-            let isStored = firstIndex[k] == i && stored.contains(k)
+            let isStored = firstIndex[k] == i && (stored?.contains(k) ?? true)
             return UpStoreResult(agentID: m.agentID, msgID: m.msgID, outcome: isStored ? .stored : .duplicate)
         }
     }
