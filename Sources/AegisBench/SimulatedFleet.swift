@@ -307,7 +307,7 @@ public final class SimulatedFleet: @unchecked Sendable {
 
     private func send(_ agent: Agent, _ json: [UInt8]) -> Bool {
         let rc = json.withUnsafeBytes { aegis_wsc_send(client, agent.conn, true, $0.baseAddress, $0.count) }
-        if rc != 0 { counters.errors += 1; if ProcessInfo.processInfo.environment["BENCH_DEBUG"] != nil { print("send rc", rc, "conn", agent.conn, "len", json.count) } }
+        if rc != 0 { counters.errors += 1 }
         agent.lastSentNs = monotonicNs()
         return rc == 0
     }
