@@ -15,6 +15,7 @@ import requests
 from websockets.exceptions import ConnectionClosed
 
 from aegis_agent import Agent, compact
+from conftest import make_cert  # noqa: F401 (re-exported for the tests)
 from gateway import Link
 
 DEFAULT = object()  # "the gateway's bootstrap admin token"
@@ -333,15 +334,6 @@ class LiveAgent:
             pass
 
 
-def make_cert(directory, name="admin"):
-    """A self-signed P-256 certificate for localhost / 127.0.0.1: (cert, key)."""
-    cert, key = os.path.join(directory, name + ".crt"), os.path.join(directory, name + ".key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    os.chmod(key, 0o600)
-    return cert, key
 
 
 def assert_error(resp, status, code, field=None):

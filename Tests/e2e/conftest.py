@@ -24,6 +24,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def make_cert(directory, name="admin"):
+    """A self-signed P-256 certificate for localhost / 127.0.0.1: (cert, key)."""
+    cert, key = os.path.join(directory, name + ".crt"), os.path.join(directory, name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
 class Server:
     def __init__(self, backend, tls, extra=(), env=None, data_dir=None):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="aegis-e2e-")

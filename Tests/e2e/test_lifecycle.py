@@ -13,18 +13,10 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from conftest import Server
+from conftest import Server, make_cert
 from wsraw import RawWS
 
 
-def make_cert(directory, name):
-    cert, key = os.path.join(directory, name + ".crt"), os.path.join(directory, name + ".key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    os.chmod(key, 0o600)
-    return cert, key
 
 
 def der_fingerprint(sock):
