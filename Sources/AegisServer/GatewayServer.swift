@@ -221,16 +221,13 @@ public actor GatewayServer {
     /// Steps 3 and 4: both only read the store.
     private func checkStore(_ conn: ConnectionID, _ q: ConnectionStateMachine.StoreQuery) async {
         do {
-            let replay = try await store.nonceSeen(agentID: q.agentID, nonce: q.nonce)
-            let record = try await store.agent(id: q.agentID)
-            var tokenValid = false
-            if let token = q.enrollmentToken {
-                tokenValid = try await store.enrollmentTokenValid(hash: SHA256.hash(Array(token.text.utf8)), now: Date())
-            }
-            let decision = configuration.enrollment.decide(record: record.map(Self.enrollmentRecord),
+            let found = try await store.handshakeLookup(
+                agentID: q.agentID, nonce: q.nonce,
+                tokenHash: q.enrollmentToken.map { SHA256.hash(Array($0.text.utf8)) }, now: Date())
+            let decision = configuration.enrollment.decide(record: found.agent.map(Self.enrollmentRecord),
                                                            presentedKey: q.publicKey,
-                                                           presentedTokenIsValid: tokenValid)
-            update(conn) { $0.storeAnswered(replaySeen: replay, decision: decision) }
+                                                           presentedTokenIsValid: found.tokenValid)
+            update(conn) { $0.storeAnswered(replaySeen: found.replaySeen, decision: decision) }
         } catch {
             update(conn) { $0.storeUnavailable() }
         }

@@ -120,6 +120,19 @@ public enum PinOutcome: Sendable, Equatable {
     }
 }
 
+/// What `handshakeLookup` found.
+public struct HandshakeLookup: Sendable, Equatable {
+    public var replaySeen: Bool
+    public var agent: AgentRecord?
+    public var tokenValid: Bool
+
+    public init(replaySeen: Bool, agent: AgentRecord?, tokenValid: Bool) {
+        self.replaySeen = replaySeen
+        self.agent = agent
+        self.tokenValid = tokenValid
+    }
+}
+
 /// Which agents `listAgents` returns.
 public struct AgentFilter: Sendable, Equatable {
     public var enrollment: Enrollment?

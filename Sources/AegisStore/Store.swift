@@ -226,6 +226,21 @@ public actor Store {
         }
     }
 
+    /// Steps 3 and 4 of a handshake's checks in one round trip: whether the
+    /// nonce was recorded (a replay), the agent's record, and, with a
+    /// token hash, whether that enrollment token would be accepted at `now`.
+    public func handshakeLookup(agentID: String, nonce: [UInt8], tokenHash: [UInt8]?,
+                                now: Date) throws(StoreError) -> HandshakeLookup {
+        try withConnection { c in
+            var steps: [PipelineStep] = [.prepared(SQL.nonceSeen, [.text(agentID), .bytes(nonce)]),
+                                         .prepared(SQL.agentByID, [.text(agentID)])]
+            if let tokenHash { steps.append(.prepared(SQL.tokenValid, [.bytes(tokenHash), .timestamp(now)])) }
+            let r = try c.pipeline(steps)
+            return HandshakeLookup(replaySeen: r[0].rows > 0, agent: r[1].rows == 0 ? nil : try agentRecord(r[1], 0),
+                                   tokenValid: tokenHash != nil && r[2].rows > 0)
+        }
+    }
+
     /// Whether the nonce was recorded (read-only, for the replay check
     /// before the signature is verified).
     public func nonceSeen(agentID: String, nonce: [UInt8]) throws(StoreError) -> Bool {
@@ -428,9 +443,10 @@ public actor Store {
     public func downForNewSession(agentID: String, now: Date, maxSends: Int) throws(StoreError) -> (Int, Int) {
         guard let max32 = Int32(exactly: maxSends) else { throw .invalid("maxSends \(maxSends) out of range") }
         return try withConnection { c in
-            let failed = try c.execute(SQL.failOnNewSession, [.text(agentID), .int32(max32)]).affected
-            let due = try c.execute(SQL.dueOnNewSession, [.text(agentID), .timestamp(now)]).affected
-            return (due, failed)
+            // One round trip, one implicit transaction.
+            let r = try c.pipeline([.prepared(SQL.failOnNewSession, [.text(agentID), .int32(max32)]),
+                                    .prepared(SQL.dueOnNewSession, [.text(agentID), .timestamp(now)])])
+            return (r[1].affected, r[0].affected)
         }
     }
 

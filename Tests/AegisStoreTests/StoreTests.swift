@@ -181,6 +181,25 @@ struct NonceTokenTests {
         #expect(try await store.nonceSeen(agentID: id, nonce: n2))
     }
 
+    @Test("the handshake's lookups in one round trip agree with the single ones")
+    func handshakeLookup() async throws {
+        let store = try await SharedCluster.instance.store()
+        let id = agentID("lookup"), t = now()
+        let nonce = bytes(32, 7), token = Array(UUID().uuidString.utf8)
+        var found = try await store.handshakeLookup(agentID: id, nonce: nonce, tokenHash: token, now: t)
+        #expect(found == HandshakeLookup(replaySeen: false, agent: nil, tokenValid: false))
+        #expect(try await store.recordNonce(agentID: id, nonce: nonce, expiresAt: t.addingTimeInterval(120)))
+        let pinned = try await store.pinAgent(id: id, publicKey: bytes(32, 9), enrollment: .active).record
+        try await store.createEnrollmentToken(hash: token, expiresAt: t.addingTimeInterval(3600), uses: 1)
+        found = try await store.handshakeLookup(agentID: id, nonce: nonce, tokenHash: token, now: t)
+        #expect(found == HandshakeLookup(replaySeen: true, agent: pinned, tokenValid: true))
+        // Without a token the third statement is not sent.
+        found = try await store.handshakeLookup(agentID: id, nonce: bytes(32, 8), tokenHash: nil, now: t)
+        #expect(found == HandshakeLookup(replaySeen: false, agent: pinned, tokenValid: false))
+        #expect(try await store.consumeEnrollmentToken(hash: token, now: t))
+        #expect(!(try await store.handshakeLookup(agentID: id, nonce: nonce, tokenHash: token, now: t).tokenValid))
+    }
+
     @Test("tokens: single use, N uses, expired, revoked")
     func tokens() async throws {
         let store = try await SharedCluster.instance.store()
