@@ -130,6 +130,10 @@ extension GatewayServer {
         // response arriving at once is kept for us.
         if waits { responseSlots[slot, default: ResponseSlot()].interest += 1 }
         defer { if waits { releaseInterest(slot) } }
+        if isNew && sessionOf[request.agentID] == nil {
+            // Maybe live on another node: wake the nodes (the row is the truth).
+            try? await store.notify(channel: Store.clusterChannel, payload: ClusterMessage.due.text)
+        }
         if isNew && sessionOf[request.agentID] != nil {
             // The ack may be back before this call resumes, so the delivery
             // pass itself reports the send.
@@ -170,6 +174,9 @@ extension GatewayServer {
             sent.append(rowID)
         }
         metrics.broadcastRecipients.record(rows.count)
+        if sent.count < rows.count {
+            try? await store.notify(channel: Store.clusterChannel, payload: ClusterMessage.due.text)
+        }
         let next = now.addingTimeInterval(delivery.wait(afterSend: 1).seconds)
         _ = try? await store.markSent(ids: sent, at: now, nextAttemptAt: next)
         let skipped = b.agentIDs.map { Set($0).subtracting(rows.map(\.1)).sorted() } ?? []
@@ -221,13 +228,17 @@ extension GatewayServer {
         for row in rows where row.type == MessageType.response.rawValue {
             guard let ref = row.ref else { continue }
             let key = row.agentID + "\u{0}" + ref
-            guard var slot = responseSlots[key], slot.response == nil else { continue }
-            let response = AgentResponse(id: row.msgID, payload: row.plaintext, timestamp: row.envelopeTimestamp)
-            slot.response = response
-            for (_, waiter) in slot.waiters { waiter.resume(returning: response) }
-            slot.waiters.removeAll()
-            responseSlots[key] = slot
+            guard responseSlots[key]?.response == nil else { continue }
+            resolveWaiters(key, AgentResponse(id: row.msgID, payload: row.plaintext, timestamp: row.envelopeTimestamp))
         }
+    }
+
+    func resolveWaiters(_ key: String, _ response: AgentResponse) {
+        guard var slot = responseSlots[key], slot.response == nil else { return }
+        slot.response = response
+        for (_, waiter) in slot.waiters { waiter.resume(returning: response) }
+        slot.waiters.removeAll()
+        responseSlots[key] = slot
     }
 
     private func waitForResponse(_ key: String, timeout: Duration) async -> AgentResponse? {

@@ -79,6 +79,7 @@ public actor GatewayServer {
     /// Callers of `deliverDue` waiting for the pass that covers them.
     private var deliveryWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var secondsUntilQueueSample = 0
+    var secondsUntilLease = 0
     let metrics = GatewayMetrics()
     /// Rung after every stored up batch: the admin API's streams wait on it.
     public nonisolated let upMessagesStored = MessageSignal()
@@ -105,6 +106,7 @@ public actor GatewayServer {
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.timers() }
+            group.addTask { await self.listenToOtherNodes() }
             for await burst in transport.events {
                 for event in burst { handle(event) }
                 flushBatch()
@@ -284,6 +286,10 @@ public actor GatewayServer {
                     if let uuid = UUID(uuidString: r.sessionID) {
                         _ = try await store.sessionStarted(agentID: r.agentID, sessionID: uuid, tokenHash: hash,
                                                            nodeID: configuration.nodeID, at: now)
+                        // A session of this agent on another node ends (4009).
+                        let started = ClusterMessage.session(agentID: r.agentID, sessionID: r.sessionID,
+                                                             startedAt: UnixTime.now.millisecondsSinceEpoch)
+                        try? await store.notify(channel: Store.clusterChannel, payload: started.text)
                     }
                     outcome = .recorded
                 }
@@ -366,7 +372,7 @@ public actor GatewayServer {
         for (conn, _) in taken { unstored[conn, default: 1] -= 1 }
         do {
             let start = ContinuousClock.now
-            let results = try await store.storeUpMessages(rows)
+            let results = try await store.storeUpMessages(rows, notifications: ClusterMessage.afterStoring(rows))
             metrics.upStoreDuration.record(duration: .now - start)
             metrics.upStoreBatch.record(rows.count)
             answerWaiters(rows)
@@ -512,11 +518,17 @@ public actor GatewayServer {
             secondsUntilPrune = 60
             _ = try? await store.pruneNonces(now: Date())
         }
-        // Retries and messages queued elsewhere: one query finds who has
-        // something due, rather than one per live agent.
-        if !sessionOf.isEmpty, let due = try? await store.agentsWithDueDown(now: Date()) {
-            for agentID in due where sessionOf[agentID] != nil { await deliverDue(agentID: agentID) }
-        }
+        // Retries, and messages queued by other nodes whose wake-up was
+        // lost: one query finds who has something due.
+        await deliverEverythingDue()
+        await keepLease()
+    }
+
+    /// A delivery pass for every live agent here with something due: one
+    /// query, rather than one per live agent.
+    func deliverEverythingDue() async {
+        guard !sessionOf.isEmpty, let due = try? await store.agentsWithDueDown(now: Date()) else { return }
+        for agentID in due where sessionOf[agentID] != nil { await deliverDue(agentID: agentID) }
     }
 }
 

@@ -18,6 +18,7 @@ public enum Migrations {
     public static let all: [Migration] = [
         Migration(version: 1, name: "agents, message queue, nonces, enrollment tokens", sql: v1),
         Migration(version: 2, name: "admin API: tokens, broadcasts, idempotency keys", sql: v2),
+        Migration(version: 3, name: "gateway nodes and their leases", sql: v3),
     ]
 
     /// The version this code expects.
@@ -206,6 +207,20 @@ extension Migrations {
         CREATE INDEX message_queue_broadcast ON message_queue (broadcast_id) WHERE broadcast_id IS NOT NULL;
         CREATE INDEX message_queue_down_open ON message_queue (next_attempt_at)
             WHERE direction = 'down' AND status IN ('queued', 'sent');
+        """
+}
+
+extension Migrations {
+    // Version 3: the nodes of one gateway sharing this database. Each node
+    // renews its lease; a survivor that finds a lease run out deletes the
+    // row (exactly one survivor gets it) and takes the node's sessions and
+    // down messages over.
+    static let v3 = """
+        CREATE TABLE gateway_nodes (
+            node_id     text PRIMARY KEY CHECK (length(node_id) BETWEEN 1 AND 255),
+            started_at  timestamptz NOT NULL,
+            lease_until timestamptz NOT NULL
+        );
         """
 }
 

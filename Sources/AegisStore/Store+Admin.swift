@@ -183,6 +183,39 @@ extension Store {
     }
 }
 
+// MARK: - Nodes (several gateways on one database)
+
+extension Store {
+    /// Registers this node or renews its lease until `until`.
+    public func renewLease(nodeID: String, until: Date, now: Date) throws(StoreError) {
+        _ = try withConnection { c in
+            try c.execute(SQL.renewLease, [.text(nodeID), .timestamp(now), .timestamp(until)])
+        }
+    }
+
+    /// Claims the nodes whose lease ran out by `now` (their rows are
+    /// deleted, so one survivor gets each) and takes each over: its active
+    /// sessions end, and what it had sent and not seen acked is due again
+    /// at once, for whichever node the agent reconnects to.
+    public func takeOverExpiredNodes(now: Date) throws(StoreError) -> [String] {
+        try withConnection { c in
+            let r = try c.execute(SQL.claimExpiredNodes, [.timestamp(now)])
+            var nodes: [String] = []
+            for i in 0..<r.rows { if let n = r.text(i, 0) { nodes.append(n) } }
+            for node in nodes {
+                _ = try c.pipeline([.prepared(SQL.dueAgainForNode, [.text(node), .timestamp(now)]),
+                                    .prepared(SQL.deactivateNode, [.text(node), .timestamp(now)])])
+            }
+            return nodes
+        }
+    }
+
+    /// Leaves the cluster (a clean stop).
+    public func releaseLease(nodeID: String) throws(StoreError) {
+        _ = try withConnection { c in try c.execute(SQL.releaseLease, [.text(nodeID)]) }
+    }
+}
+
 // MARK: - Rows
 
 private func scopeText(_ scopes: [Scope]) -> String {
@@ -264,6 +297,33 @@ extension SQL {
             WHERE agent_id = $1 AND direction = 'down'
             GROUP BY status
             """,
+        types: [text])
+
+    static let renewLease = Statement(
+        name: "aegis_renew_lease",
+        sql: """
+            INSERT INTO gateway_nodes (node_id, started_at, lease_until) VALUES ($1, $2, $3)
+            ON CONFLICT (node_id) DO UPDATE SET lease_until = excluded.lease_until
+            """,
+        types: [text, timestamptz, timestamptz])
+
+    static let claimExpiredNodes = Statement(
+        name: "aegis_claim_expired_nodes",
+        sql: "DELETE FROM gateway_nodes WHERE lease_until < $1 RETURNING node_id",
+        types: [timestamptz])
+
+    static let dueAgainForNode = Statement(
+        name: "aegis_due_again_for_node",
+        sql: """
+            UPDATE message_queue SET next_attempt_at = $2
+            WHERE direction = 'down' AND status = 'sent' AND next_attempt_at > $2
+              AND agent_id IN (SELECT agent_id FROM agent_connections WHERE node_id = $1 AND is_active)
+            """,
+        types: [text, timestamptz])
+
+    static let releaseLease = Statement(
+        name: "aegis_release_lease",
+        sql: "DELETE FROM gateway_nodes WHERE node_id = $1",
         types: [text])
 
     static let agentsWithDueDown = Statement(

@@ -331,7 +331,10 @@ public actor Store {
     /// earlier call or earlier in this batch — is a duplicate and the first
     /// copy is kept unchanged. On `.unavailable` nothing may be acked (the
     /// batch may or may not have committed; storing it again is safe).
-    public func storeUpMessages(_ messages: [UpMessage]) throws(StoreError) -> [UpStoreResult] {
+    ///
+    /// `notifications` are sent on `clusterChannel` in the same transaction
+    /// (delivered at its commit, at no extra round trip).
+    public func storeUpMessages(_ messages: [UpMessage], notifications: [String] = []) throws(StoreError) -> [UpStoreResult] {
         if messages.isEmpty { return [] }
         struct Key: Hashable { let agent: String, msg: String }
         var firstIndex: [Key: Int] = [:]
@@ -366,7 +369,8 @@ public actor Store {
         ]
         // nil: every unique row was inserted (the common case: no set to build).
         let stored: Set<Key>? = try withConnection { c in
-            let results = try c.pipeline([.sql("BEGIN"), .prepared(SQL.storeUp, params), .sql("COMMIT")])
+            let notify = notifications.map { PipelineStep.prepared(SQL.notify, [.text(Store.clusterChannel), .text($0)]) }
+            let results = try c.pipeline([.sql("BEGIN"), .prepared(SQL.storeUp, params)] + notify + [.sql("COMMIT")])
             let r = results[1]
             if r.rows == unique.count { return nil }
             var keys = Set<Key>()
@@ -471,6 +475,10 @@ public actor Store {
     }
 
     // MARK: LISTEN / NOTIFY
+
+    /// The channel the nodes of one gateway tell each other on (see
+    /// GatewayServer+Cluster.swift for the messages).
+    public static let clusterChannel = "aegis_cluster"
 
     /// NOTIFY on `channel` (delivered to listeners when this commits, i.e.
     /// at once).

@@ -123,6 +123,10 @@ struct Aegisd: AsyncParsableCommand {
         let identity = try ServerIdentity.loadOrCreate(dataDirectory: settings.dataDirectory)
         let (store, cluster) = try await openDatabase(settings)
         _ = try? await store.deactivateNode(settings.nodeID, at: Date())
+        // The lease first, so that a node killed before its first renewal
+        // still leaves a row for the survivors to take over.
+        try? await store.renewLease(nodeID: settings.nodeID, until: Date().addingTimeInterval(GatewayServer.leaseLength),
+                                    now: Date())
         let transport = try Transport(transportConfig, serverIdentity: identity)
         // Before the gateway: its metric handles bind to the bootstrapped backend.
         let metrics = MetricsExposition.bootstrap(extra: { transportMetrics(transport) })

@@ -1,0 +1,117 @@
+"""Several aegisd nodes on one PostgreSQL behave as one gateway: a send or a
+broadcast accepted by one node reaches agents on another (NOTIFY wakes the
+owning node; the row is the truth), a send with a wait gets a response the
+agent gave another node, one session per agent across nodes (4009), and a
+node whose lease runs out is taken over (its sessions marked ended)."""
+import signal
+import time
+
+import pytest
+
+from admin import Admin, LiveAgent, new_agent_id, wait_for
+from aegis_agent import Agent
+from gateway import Gateway
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    a = Gateway(extra=["--node-id", "node-a"])
+    b = Gateway(database_url=a.database_url, extra=["--node-id", "node-b"])
+    yield a, b
+    b.stop()
+    a.stop()
+
+
+def admin(node, token_from):
+    return Admin(node, token=token_from.admin_token)
+
+
+def test_send_on_one_node_reaches_an_agent_on_another(nodes):
+    a, b = nodes
+    live = LiveAgent(b)
+    try:
+        adm = admin(a, a)
+        start = time.time()
+        r = adm.post(f"/api/v1/agents/{live.agent_id}/send",
+                     json={"type": "event", "channel": "cluster/x", "payload": {"n": 1}})
+        assert r.status_code == 202, r.text
+        mid = r.json()["id"]
+        live.wait_received(mid, timeout=5)
+        # Woken by NOTIFY, not by the one-second pass alone.
+        assert time.time() - start < 2.5
+        st = adm.ok("GET", f"/api/v1/agents/{live.agent_id}/status", 200)
+        assert st["node"] == "node-b" and st["connected"] is True
+        wait_for(lambda: adm.ok("GET", f"/api/v1/messages/{mid}", 200)["status"] == "delivered", 10,
+                 what="delivered")
+    finally:
+        live.close()
+
+
+def test_a_send_with_wait_gets_the_response_given_to_another_node(nodes):
+    a, b = nodes
+    live = LiveAgent(b)
+    try:
+        r = admin(a, a).post(f"/api/v1/agents/{live.agent_id}/send",
+                             json={"type": "request", "channel": "cluster/ask", "payload": {"q": 42},
+                                   "wait_seconds": 10})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["status"] == "responded"
+        rid, answer = live.answered[body["id"]]
+        assert body["response"]["id"] == rid
+    finally:
+        live.close()
+
+
+def test_a_broadcast_from_one_node_reaches_agents_on_both(nodes):
+    a, b = nodes
+    on_a, on_b = LiveAgent(a), LiveAgent(b)
+    try:
+        r = admin(b, a).post("/api/v1/agents/broadcast",
+                             json={"type": "event", "channel": "cluster/all", "payload": "hi",
+                                   "agent_ids": [on_a.agent_id, on_b.agent_id]})
+        assert r.status_code == 202, r.text
+        bid = r.json()["id"]
+        assert r.json()["recipients"] == 2
+        on_a.wait_received(bid, timeout=5)
+        on_b.wait_received(bid, timeout=5)
+    finally:
+        on_a.close()
+        on_b.close()
+
+
+def test_one_session_per_agent_across_nodes(nodes):
+    a, b = nodes
+    agent = Agent(new_agent_id())
+    first = LiveAgent(a, agent=agent)
+    try:
+        time.sleep(0.2)
+        second = LiveAgent(b, agent=agent)
+        try:
+            assert first.wait_closed(5) == 4009
+            st = admin(a, a).ok("GET", f"/api/v1/agents/{agent.agent_id}/status", 200)
+            assert st["node"] == "node-b"
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_a_node_whose_lease_runs_out_is_taken_over():
+    a = Gateway(extra=["--node-id", "node-c"])
+    b = Gateway(database_url=a.database_url, extra=["--node-id", "node-d"])
+    try:
+        live = LiveAgent(b)
+        adm = admin(a, a)
+        assert adm.ok("GET", f"/api/v1/agents/{live.agent_id}/status", 200)["is_active"] is True
+        b.stop(signal.SIGKILL)
+        # Lease 10 s, renewed every 3 s, checked every 3 s by the survivor.
+        st = wait_for(lambda: (lambda s: s if not s["is_active"] else None)(
+            adm.ok("GET", f"/api/v1/agents/{live.agent_id}/status", 200)), 25, what="the session taken over")
+        assert st["connected"] is False and st["node"] == "node-d"
+        assert a.sql("select count(*) from gateway_nodes where node_id = 'node-d'") == [["0"]]
+        assert a.sql("select count(*) from gateway_nodes where node_id = 'node-c'") == [["1"]]
+        live.close()
+    finally:
+        b.stop(signal.SIGKILL)
+        a.stop()
