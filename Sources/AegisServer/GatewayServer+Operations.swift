@@ -157,30 +157,31 @@ extension GatewayServer {
 
     public func broadcast(_ b: BroadcastMessage) async throws(OperationError) -> BroadcastOutcome {
         let now = Date()
-        let rows = try await storeCall { try await $0.enqueueBroadcast(b, at: now) }
         guard let type = MessageType(rawValue: b.type) else { throw .store(.invalid("message type \(b.type)")) }
-        var sent: [UUID] = []
-        for (rowID, agentID) in rows {
+        // Agents live here, not in a delivery pass: sent at once, and their
+        // rows stored as sent (no pass can take them meanwhile).
+        let live = sessionOf.keys.filter { !delivering.contains($0) }
+        let next = now.addingTimeInterval(delivery.wait(afterSend: 1).seconds)
+        let rows = try await storeCall { try await $0.enqueueBroadcast(b, sendingNow: live, nextAttemptAt: next, at: now) }
+        let liveSet = Set(live)
+        var sent = 0
+        for (_, agentID) in rows where liveSet.contains(agentID) {
+            // Gone since: the row is due again on its next session (§5).
             guard let (conn, _) = sessionOf[agentID] else { continue }
-            if delivering.contains(agentID) {
-                deliverAgain.insert(agentID)
-                continue
-            }
             // Sealed per session by the transport, in batches per worker.
             update(conn) {
                 $0.downMessageReady(.init(id: b.msgID, type: type, channel: b.channel, ref: nil, plaintext: b.payload))
             }
             awaitingAck[conn, default: []].insert(b.msgID)
-            sent.append(rowID)
+            sent += 1
         }
         metrics.broadcastRecipients.record(rows.count)
-        if sent.count < rows.count {
+        if rows.count > sent {
+            // Recipients on other nodes, or in a delivery pass here.
             try? await store.notify(channel: Store.clusterChannel, payload: ClusterMessage.due.text)
         }
-        let next = now.addingTimeInterval(delivery.wait(afterSend: 1).seconds)
-        _ = try? await store.markSent(ids: sent, at: now, nextAttemptAt: next)
         let skipped = b.agentIDs.map { Set($0).subtracting(rows.map(\.1)).sorted() } ?? []
-        return BroadcastOutcome(id: b.msgID, recipients: rows.count, sent: sent.count, skipped: skipped)
+        return BroadcastOutcome(id: b.msgID, recipients: rows.count, sent: sent, skipped: skipped)
     }
 
     /// Admits a pending agent; an active one stays as it is.

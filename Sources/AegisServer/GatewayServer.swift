@@ -455,8 +455,11 @@ public actor GatewayServer {
     private func deliverDuePass(agentID: String) async {
         guard let (conn, _) = sessionOf[agentID] else { return }
         let now = Date()
-        guard let due = try? await store.dueDown(agentID: agentID, now: now, limit: 64,
-                                                 maxRetries: configuration.downRetries + 1) else { return }
+        // Claimed, not just read: another node (or a pass racing this one)
+        // skips these rows until markSent below gives them their next time.
+        guard let due = try? await store.claimDueDown(agentID: agentID, now: now,
+                                                      claimUntil: now.addingTimeInterval(configuration.ackTimeout.seconds),
+                                                      limit: 64, maxRetries: configuration.downRetries + 1) else { return }
         var sent: [(UUID, Int)] = []
         for record in due {
             guard sessionOf[agentID]?.0 == conn, let type = MessageType(rawValue: record.type) else { continue }

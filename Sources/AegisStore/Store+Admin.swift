@@ -134,13 +134,18 @@ extension Store {
     }
 
     /// Records the broadcast and queues its message for every recipient in
-    /// one statement; returns (row id, agent id) per recipient.
-    public func enqueueBroadcast(_ b: BroadcastMessage, at: Date = Date()) throws(StoreError) -> [(UUID, String)] {
+    /// one statement; returns (row id, agent id) per recipient. The rows of
+    /// `sendingNow` (agents live on the caller's node, to whom it sends at
+    /// once) are recorded as sent, once, due again at `nextAttemptAt`: no
+    /// delivery pass can take them in between.
+    public func enqueueBroadcast(_ b: BroadcastMessage, sendingNow: [String] = [], nextAttemptAt: Date? = nil,
+                                 at: Date = Date()) throws(StoreError) -> [(UUID, String)] {
         try withConnection { c in
             let r = try c.execute(SQL.enqueueBroadcast, [
                 .uuid(b.id), .text(b.msgID), .text(b.type), .text(b.channel), .bytes(b.payload),
                 .optionalTimestamp(b.expiresAt), .timestamp(at), .bool(b.connectedOnly),
-                b.agentIDs.map { .textArray($0) } ?? .null])
+                b.agentIDs.map { .textArray($0) } ?? .null, .textArray(sendingNow),
+                .timestamp(nextAttemptAt ?? at)])
             var out: [(UUID, String)] = []
             out.reserveCapacity(r.rows)
             for i in 0..<r.rows {
@@ -385,9 +390,14 @@ extension SQL {
                 INSERT INTO broadcasts (id, message_type, channel, created_at) VALUES ($1, $3, $4, $7)
             )
             INSERT INTO message_queue (agent_id, direction, msg_id, message_type, channel, payload, status,
-                                       created_at, expires_at, next_attempt_at, broadcast_id)
-            SELECT a.agent_id, 'down', $2, $3, $4, $5, 'queued', $7, $6, $7, $1
+                                       retry_count, created_at, expires_at, next_attempt_at, last_attempt_at,
+                                       broadcast_id)
+            SELECT a.agent_id, 'down', $2, $3, $4, $5,
+                   CASE WHEN now_sending THEN 'sent' ELSE 'queued' END, CASE WHEN now_sending THEN 1 ELSE 0 END,
+                   $7, $6, CASE WHEN now_sending THEN $11 ELSE $7 END, CASE WHEN now_sending THEN $7 END, $1
             FROM agent_connections a
+            LEFT JOIN (SELECT DISTINCT unnest($10::text[]) AS agent_id) l USING (agent_id),
+            LATERAL (SELECT l.agent_id IS NOT NULL AS now_sending) s
             WHERE a.enrollment = 'active'
               AND (NOT $8 OR a.is_active)
               AND ($9::text[] IS NULL OR a.agent_id = ANY($9))
@@ -395,7 +405,7 @@ extension SQL {
             ON CONFLICT DO NOTHING
             RETURNING id, agent_id
             """,
-        types: [uuid, text, text, text, bytea, timestamptz, timestamptz, bool, textArray])
+        types: [uuid, text, text, text, bytea, timestamptz, timestamptz, bool, textArray, textArray, timestamptz])
 
     static let broadcastByID = Statement(
         name: "aegis_broadcast_by_id",

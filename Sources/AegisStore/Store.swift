@@ -419,6 +419,20 @@ public actor Store {
         }
     }
 
+    /// `dueDown`, claimed: the rows are locked with SKIP LOCKED and marked
+    /// sent until `claimUntil` in the same statement, so that two nodes (or
+    /// two passes) never take the same message at the same time; the caller
+    /// then records each send with `markSent`. Oldest first.
+    public func claimDueDown(agentID: String, now: Date, claimUntil: Date, limit: Int = 100,
+                             maxRetries: Int? = nil) throws(StoreError) -> [DownRecord] {
+        try withConnection { c in
+            let r = try c.execute(SQL.claimDueDown, [.text(agentID), .timestamp(now), .int64(Int64(max(0, limit))),
+                                                      maxRetries.map { .int32(Int32(clamping: $0)) } ?? .null,
+                                                      .timestamp(claimUntil)])
+            return try (0..<r.rows).map { i throws(StoreError) in try downRecord(r, i) }
+        }
+    }
+
     /// Records a send: status sent, retry_count + 1, and the time by which
     /// an ack must come before the message is due again. Returns how many
     /// rows changed (delivered and failed rows do not).
@@ -751,6 +765,26 @@ enum SQL {
             LIMIT $3
             """,
         types: [text, timestamptz, int8, int4])
+
+    static let claimDueDown = Statement(
+        name: "aegis_claim_due_down",
+        sql: """
+            WITH claimed AS (
+                UPDATE message_queue SET status = 'sent', next_attempt_at = $5
+                WHERE id IN (
+                    SELECT id FROM message_queue
+                    WHERE agent_id = $1 AND direction = 'down' AND status IN ('queued', 'sent')
+                      AND next_attempt_at <= $2
+                      AND (expires_at IS NULL OR expires_at > $2)
+                      AND ($4::int4 IS NULL OR retry_count < $4)
+                    ORDER BY seq
+                    LIMIT $3
+                    FOR UPDATE SKIP LOCKED)
+                RETURNING seq, \(downColumns)
+            )
+            SELECT \(downColumns) FROM claimed ORDER BY seq
+            """,
+        types: [text, timestamptz, int8, int4, timestamptz])
 
     static let markSent = Statement(
         name: "aegis_mark_sent",

@@ -382,6 +382,30 @@ struct UpMessageTests {
 
 @Suite("Down queue")
 struct DownQueueTests {
+    @Test("a claim takes each due message once, oldest first, until its claim runs out")
+    func claims() async throws {
+        let store = try await SharedCluster.instance.store()
+        let a = agentID("claim"), t = now()
+        for i in 0..<5 {
+            try await store.enqueueDown(DownMessage(agentID: a, msgID: "c\(i)", type: "event", channel: "c",
+                                                    payload: [UInt8(i)], expiresAt: nil), at: t)
+        }
+        // Two claimers at once (two nodes, or two passes) never share a row.
+        async let first = store.claimDueDown(agentID: a, now: t, claimUntil: t.addingTimeInterval(30), limit: 3)
+        async let second = store.claimDueDown(agentID: a, now: t, claimUntil: t.addingTimeInterval(30), limit: 3)
+        let (x, y) = try await (first, second)
+        #expect(Set(x.map(\.msgID)).isDisjoint(with: y.map(\.msgID)))
+        #expect((x + y).map(\.msgID).sorted() == ["c0", "c1", "c2", "c3", "c4"])
+        #expect(x.map(\.msgID) == x.map(\.msgID).sorted())
+        // Claimed rows are not due again before the claim runs out …
+        #expect(try await store.claimDueDown(agentID: a, now: t.addingTimeInterval(10), claimUntil: t, limit: 10).isEmpty)
+        // … and are after it, unless a send was recorded meanwhile.
+        try await store.markSent(ids: [x[0].id], at: t, nextAttemptAt: t.addingTimeInterval(3600))
+        let again = try await store.claimDueDown(agentID: a, now: t.addingTimeInterval(31),
+                                                 claimUntil: t.addingTimeInterval(60), limit: 10)
+        #expect(again.count == 4 && !again.contains { $0.msgID == x[0].msgID })
+    }
+
     @Test("enqueue, due, sent with retries, delivered, failed by TTL and by retries")
     func lifecycle() async throws {
         let (store, _) = try await SharedCluster.instance.freshStore()
