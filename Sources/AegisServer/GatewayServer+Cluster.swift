@@ -43,9 +43,10 @@ enum ClusterMessage: Equatable {
         }
     }
 
-    /// What a stored batch announces: that it exists, and its responses.
-    static func afterStoring(_ rows: [UpMessage]) -> [String] {
-        var out = [ClusterMessage.up.text]
+    /// What a stored batch announces: its responses, and (when `announceUp`)
+    /// that up messages were stored.
+    static func afterStoring(_ rows: [UpMessage], announceUp: Bool) -> [String] {
+        var out = announceUp ? [ClusterMessage.up.text] : []
         for row in rows where row.type == MessageType.response.rawValue {
             if let ref = row.ref { out.append(ClusterMessage.response(agentID: row.agentID, ref: ref).text) }
         }

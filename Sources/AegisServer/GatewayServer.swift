@@ -80,6 +80,8 @@ public actor GatewayServer {
     private var deliveryWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var secondsUntilQueueSample = 0
     var secondsUntilLease = 0
+    private var lastUpAnnounced = ContinuousClock.now - .seconds(1)
+    private var upAnnouncementScheduled = false
     let metrics = GatewayMetrics()
     /// Rung after every stored up batch: the admin API's streams wait on it.
     public nonisolated let upMessagesStored = MessageSignal()
@@ -284,12 +286,12 @@ public actor GatewayServer {
                     }
                     let hash = derived[conn]?.sessionTokenHash ?? []
                     if let uuid = UUID(uuidString: r.sessionID) {
-                        _ = try await store.sessionStarted(agentID: r.agentID, sessionID: uuid, tokenHash: hash,
-                                                           nodeID: configuration.nodeID, at: now)
                         // A session of this agent on another node ends (4009).
                         let started = ClusterMessage.session(agentID: r.agentID, sessionID: r.sessionID,
                                                              startedAt: UnixTime.now.millisecondsSinceEpoch)
-                        try? await store.notify(channel: Store.clusterChannel, payload: started.text)
+                        _ = try await store.sessionStarted(agentID: r.agentID, sessionID: uuid, tokenHash: hash,
+                                                           nodeID: configuration.nodeID, at: now,
+                                                           notification: started.text)
                     }
                     outcome = .recorded
                 }
@@ -372,7 +374,22 @@ public actor GatewayServer {
         for (conn, _) in taken { unstored[conn, default: 1] -= 1 }
         do {
             let start = ContinuousClock.now
-            let results = try await store.storeUpMessages(rows, notifications: ClusterMessage.afterStoring(rows))
+            // "up" at most every 50 ms: streams on other nodes hear of a
+            // busy node's batches in groups (this node's ring at once).
+            let announce = ContinuousClock.now - lastUpAnnounced >= .milliseconds(50)
+            if announce {
+                lastUpAnnounced = .now
+            } else if !upAnnouncementScheduled {
+                // The batches left out are announced 50 ms later, once.
+                upAnnouncementScheduled = true
+                Task {
+                    try? await Task.sleep(for: .milliseconds(50))
+                    self.upAnnouncementScheduled = false
+                    self.lastUpAnnounced = .now
+                    try? await self.store.notify(channel: Store.clusterChannel, payload: ClusterMessage.up.text)
+                }
+            }
+            let results = try await store.storeUpMessages(rows, notifications: ClusterMessage.afterStoring(rows, announceUp: announce))
             metrics.upStoreDuration.record(duration: .now - start)
             metrics.upStoreBatch.record(rows.count)
             answerWaiters(rows)

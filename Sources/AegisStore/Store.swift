@@ -288,10 +288,16 @@ public actor Store {
     /// Records the agent's new session on this node; false when the agent
     /// is unknown.
     @discardableResult
-    public func sessionStarted(agentID: String, sessionID: UUID, tokenHash: [UInt8], nodeID: String, at: Date) throws(StoreError) -> Bool {
+    /// With `notification`, that text is sent on `clusterChannel` in the
+    /// same round trip.
+    public func sessionStarted(agentID: String, sessionID: UUID, tokenHash: [UInt8], nodeID: String, at: Date,
+                               notification: String? = nil) throws(StoreError) -> Bool {
         try withConnection { c in
-            try c.execute(SQL.sessionStarted, [.text(agentID), .uuid(sessionID), .bytes(tokenHash),
-                                                .text(nodeID), .timestamp(at)]).affected == 1
+            let started = PipelineStep.prepared(SQL.sessionStarted, [.text(agentID), .uuid(sessionID), .bytes(tokenHash),
+                                                                     .text(nodeID), .timestamp(at)])
+            guard let notification else { return try c.pipeline([started])[0].affected == 1 }
+            let r = try c.pipeline([started, .prepared(SQL.notify, [.text(Store.clusterChannel), .text(notification)])])
+            return r[0].affected == 1
         }
     }
 
