@@ -132,6 +132,7 @@ public final class BenchRun: @unchecked Sendable {
         var workerArguments: [[String]] = []
         for i in 1..<processes {
             var args = ["--agent-host", gateway.host, "--agent-port", String(gateway.agentPort),
+                        "--agent-ports", gateway.agentPorts.map(String.init).joined(separator: ","),
                         "--agents", String(share), "--agent-prefix", "bench-w\(i)-",
                         "--source-offset", String(i * 50), "--sources", "50",
                         "--payload-bytes", String(options.fleet.payloadBytes),
@@ -148,6 +149,7 @@ public final class BenchRun: @unchecked Sendable {
         fleetConfig.agents = options.fleet.agents - share * (processes - 1)
         fleetConfig.host = gateway.host
         fleetConfig.port = gateway.agentPort
+        fleetConfig.ports = gateway.agentPorts
         fleetConfig.serverKey = fleetConfig.serverKey ?? gateway.serverKey
         if fleetConfig.tls { fleetConfig.pinSHA256 = fleetConfig.pinSHA256 ?? gateway.tlsFingerprint }
         self.options = options

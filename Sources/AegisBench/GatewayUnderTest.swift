@@ -15,6 +15,12 @@ public final class GatewayUnderTest: @unchecked Sendable {
     public let postgresDataDirectory: String?
     private let process: Process?
     public let dataDirectory: String?
+    /// The other nodes of a cluster (`spawnCluster`), sharing this one's
+    /// database and server key.
+    public private(set) var otherNodes: [GatewayUnderTest] = []
+
+    /// Every node's agent port, this one's first.
+    public var agentPorts: [UInt16] { [agentPort] + otherNodes.map(\.agentPort) }
 
     public init(pid: Int32, host: String, agentPort: UInt16, adminURL: String?, adminToken: String?,
                 serverKey: [UInt8]?, tlsFingerprint: String?, postgresDataDirectory: String?) {
@@ -46,7 +52,24 @@ public final class GatewayUnderTest: @unchecked Sendable {
 
     /// Starts `aegisd` on free loopback ports with a new data directory and
     /// waits until both listeners are up.
+    /// `nodes` aegisd processes on one database (the first one's private
+    /// cluster), all signing with the first one's server key.
+    public static func spawnCluster(aegisd: String, nodes: Int, tls: Bool, workers: Int) throws(BenchError) -> GatewayUnderTest {
+        let first = try spawn(aegisd: aegisd, tls: tls, workers: workers, arguments: ["--node-id", "node-1"])
+        guard nodes > 1, let dir = first.dataDirectory else { return first }
+        let socketDir = (dir + "/pg").addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? dir + "/pg"
+        for i in 2...nodes {
+            let node = try spawn(aegisd: aegisd, tls: tls, workers: workers,
+                                 environment: ["AEGIS_SERVER_KEY_FILE": dir + "/server.key"],
+                                 arguments: ["--node-id", "node-\(i)",
+                                             "--database-url", "postgresql://aegis@/aegis?host=\(socketDir)"])
+            first.otherNodes.append(node)
+        }
+        return first
+    }
+
     public static func spawn(aegisd: String, tls: Bool, workers: Int, environment: [String: String] = [:],
+                             arguments extra: [String] = [],
                              timeout: Duration = .seconds(120)) throws(BenchError) -> GatewayUnderTest {
         let dir = NSTemporaryDirectory() + "aegis-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(dir, 0o755) == 0 else { throw .gateway("cannot create \(dir)") }
@@ -58,7 +81,7 @@ public final class GatewayUnderTest: @unchecked Sendable {
         var args = ["--data-dir", dir, "--listen", "127.0.0.1:\(port)", "--admin-listen", "127.0.0.1:\(adminPort)",
                     "--enrollment", "open", "--workers", String(workers)]
         if !tls { args.append("--plaintext") }
-        process.arguments = args
+        process.arguments = args + extra
         var env = ProcessInfo.processInfo.environment
         // The bench opens thousands of sessions from a few addresses and
         // reconnects agents in rounds: the per-node limits would refuse it.
@@ -82,7 +105,7 @@ public final class GatewayUnderTest: @unchecked Sendable {
             if text.contains("admin API: listening on") { break }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        guard process.isRunning, text.contains("admin API: listening on") else {
+        guard process.isRunning, text.contains("admin API: listening on") || text.contains("admin API: off") else {
             process.terminate()
             throw .gateway("aegisd did not start:\n\(text)")
         }
@@ -97,7 +120,9 @@ public final class GatewayUnderTest: @unchecked Sendable {
 
     /// The gateway process alone, and its PostgreSQL's process tree.
     public func usage() -> (gateway: ProcessUsage, postgres: ProcessUsage) {
-        let gateway = ProcFS.usage(of: pid) ?? ProcessUsage(cpuSeconds: 0, residentBytes: 0)
+        // Every node's process: "the gateway" is all of them.
+        let gateway = ([pid] + otherNodes.map(\.pid)).compactMap(ProcFS.usage(of:))
+            .reduce(ProcessUsage(cpuSeconds: 0, residentBytes: 0), +)
         let postgres = postgresDataDirectory.flatMap(ProcFS.postmaster(dataDirectory:)).map(ProcFS.treeUsage(of:))
             ?? ProcessUsage(cpuSeconds: 0, residentBytes: 0)
         return (gateway, postgres)
@@ -106,6 +131,7 @@ public final class GatewayUnderTest: @unchecked Sendable {
     /// Stops a spawned gateway (SIGTERM: it drains and stops its database)
     /// and removes its data directory.
     public func stop() {
+        for node in otherNodes { node.stop() }
         guard let process, process.isRunning else { return }
         process.terminate()
         let end = ContinuousClock.now + .seconds(30)

@@ -15,6 +15,8 @@ public final class SimulatedFleet: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var host = "127.0.0.1"
         public var port: UInt16 = 8443
+        /// Several nodes: agent i connects to ports[i % count] (else `port`).
+        public var ports: [UInt16] = []
         public var tls = false
         /// The gateway's certificate, pinned by its SHA-256 (hex); nil with
         /// TLS: the system trust store.
@@ -261,8 +263,10 @@ public final class SimulatedFleet: @unchecked Sendable {
         let source = configuration.sourceAddresses[agent.index % configuration.sourceAddresses.count]
         var conn: UInt64 = 0
         let rc = withCStrings(headers) { list in
-            aegis_wsc_connect(client, configuration.host, configuration.port, "/ws/agent", list, headers.count,
-                              source, &conn)
+            aegis_wsc_connect(client, configuration.host,
+                              configuration.ports.isEmpty ? configuration.port
+                                  : configuration.ports[agent.index % configuration.ports.count],
+                              "/ws/agent", list, headers.count, source, &conn)
         }
         guard rc == 0 else {
             counters.errors += 1

@@ -32,6 +32,8 @@ struct AegisBenchCommand: AsyncParsableCommand {
     var postgresData: String?
     @Option(help: "Gateway worker threads when started here.")
     var workers = 1
+    @Option(help: "Gateway nodes to start on one database (agents spread over them; CPU summed).")
+    var nodes = 1
 
     @Option(help: "Simulated agents.")
     var agents = 1000
@@ -72,6 +74,7 @@ struct AegisBenchCommand: AsyncParsableCommand {
     @Option(help: .hidden) var agentHost = "127.0.0.1"
     @Option(help: .hidden) var agentPort: UInt16 = 0
     @Option(help: .hidden) var agentPrefix = "bench-"
+    @Option(help: .hidden) var agentPorts = ""
     @Option(help: .hidden) var sourceOffset = 0
     @Option(help: .hidden) var serverKey: String?
     @Option(help: .hidden) var pinSha256: String?
@@ -86,6 +89,7 @@ struct AegisBenchCommand: AsyncParsableCommand {
             var config = SimulatedFleet.Configuration()
             config.host = agentHost
             config.port = agentPort
+            config.ports = agentPorts.split(separator: ",").compactMap { UInt16($0) }
             config.agents = agents
             config.agentPrefix = agentPrefix
             config.sourceAddresses = (0..<max(1, sources)).map { "127.0.\(1 + (sourceOffset + $0) / 254).\(1 + (sourceOffset + $0) % 254)" }
@@ -127,7 +131,7 @@ struct AegisBenchCommand: AsyncParsableCommand {
                                        adminToken: token, serverKey: nil, tlsFingerprint: nil,
                                        postgresDataDirectory: postgresData)
         } else {
-            gateway = try GatewayUnderTest.spawn(aegisd: aegisd, tls: tls, workers: workers)
+            gateway = try GatewayUnderTest.spawnCluster(aegisd: aegisd, nodes: max(1, nodes), tls: tls, workers: workers)
         }
         defer { gateway.stop() }
         let report = try await BenchRun.make(options: options, gateway: gateway).run()

@@ -406,9 +406,9 @@ def test_messages_tail(gw, live):
         live.send_up("t-2", channel=chan, payload=b'{"t":2}')
         live.send_up("t-x", channel="tail/other", payload=b'{"t":0}')
         live.wait_acked(["t-1", "t-2", "t-x"])
-        wait_for(lambda: "t-1" in open(log).read() and "t-2" in open(log).read(), 10, what="tail output")
+        wait_for(lambda: '"id":"t-1"' in open(log).read() and '"id":"t-2"' in open(log).read(), 10, what="tail output")
         time.sleep(0.5)
-        assert "t-x" not in open(log).read()
+        assert '"id":"t-x"' not in open(log).read()
         lines = [json.loads(line) for line in open(log).read().splitlines() if line.strip()]
         assert [m["id"] for m in lines] == ["t-1", "t-2"] and lines[0]["payload"] == {"t": 1}
         first_seq = lines[0]["seq"]
@@ -427,9 +427,9 @@ def test_messages_tail(gw, live):
                                          as_json=True), stdout=f, stderr=open(log2 + ".err", "w"), cwd=WORKDIR,
                                 env=CLEAN_ENV)
     try:
-        wait_for(lambda: "t-2" in open(log2).read(), 10, what="replayed t-2")
+        wait_for(lambda: '"id":"t-2"' in open(log2).read(), 10, what="replayed t-2")
         live.send_up("t-3", channel=chan, payload=b"{}")
-        wait_for(lambda: "t-3" in open(log2).read(), 10, what="live t-3")
+        wait_for(lambda: '"id":"t-3"' in open(log2).read(), 10, what="live t-3")
         ids = [json.loads(line)["id"] for line in open(log2).read().splitlines() if line.strip()]
         assert ids == ["t-2", "t-3"]
     finally:
