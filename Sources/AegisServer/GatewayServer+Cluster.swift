@@ -10,8 +10,11 @@ import Foundation
 
 /// What one node tells the others, as "kind arguments" text.
 enum ClusterMessage: Equatable {
-    /// Down messages were queued: a delivery pass for the live agents here.
+    /// Down messages were queued (a broadcast, a takeover): a delivery
+    /// pass for the live agents here.
     case due
+    /// A down message was queued for one agent: its node delivers it.
+    case down(agentID: String, msgID: String)
     /// A session started at `startedAt` (ms): an older one of the same
     /// agent on another node is replaced (4009).
     case session(agentID: String, sessionID: String, startedAt: UInt64)
@@ -23,6 +26,7 @@ enum ClusterMessage: Equatable {
     var text: String {
         switch self {
         case .due: "due"
+        case .down(let a, let m): "down \(a) \(m)"
         case .session(let a, let s, let t): "session \(a) \(s) \(t)"
         case .up: "up"
         case .response(let a, let r): "response \(a) \(r)"
@@ -35,6 +39,7 @@ enum ClusterMessage: Equatable {
         switch (parts.first, parts.count) {
         case ("due", 1): self = .due
         case ("up", 1): self = .up
+        case ("down", 3): self = .down(agentID: parts[1], msgID: parts[2])
         case ("session", 4):
             guard let t = UInt64(parts[3]) else { return nil }
             self = .session(agentID: parts[1], sessionID: parts[2], startedAt: t)
@@ -84,6 +89,9 @@ extension GatewayServer {
         switch message {
         case .due:
             await deliverEverythingDue()
+        case .down(let agentID, _):
+            // The row is the truth: the pass reads (and claims) it.
+            if sessionOf[agentID] != nil { await deliverDue(agentID: agentID) }
         case .up:
             upMessagesStored.ring()
         case .session(let agentID, let sessionID, let startedAt):

@@ -131,8 +131,9 @@ extension GatewayServer {
         if waits { responseSlots[slot, default: ResponseSlot()].interest += 1 }
         defer { if waits { releaseInterest(slot) } }
         if isNew && sessionOf[request.agentID] == nil {
-            // Maybe live on another node: wake the nodes (the row is the truth).
-            try? await store.notify(channel: Store.clusterChannel, payload: ClusterMessage.due.text)
+            // Maybe live on another node: wake it (the row is the truth).
+            try? await store.notify(channel: Store.clusterChannel,
+                                    payload: ClusterMessage.down(agentID: request.agentID, msgID: id).text)
         }
         if isNew && sessionOf[request.agentID] != nil {
             // The ack may be back before this call resumes, so the delivery

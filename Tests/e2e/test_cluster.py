@@ -117,16 +117,17 @@ def test_a_node_whose_lease_runs_out_is_taken_over():
 
 def test_agents_fail_over_when_a_node_is_killed_under_load():
     """Three nodes, agents (the SDK's aegis-agent) spread over them with the
-    other nodes as fallbacks in their URL lists; node B is killed with
-    SIGKILL mid-stream. Its agents reconnect to the others; nothing acked is
-    lost, nothing is stored twice, and every down message reaches each
-    agent's application once."""
+    other nodes as fallbacks in their URL lists. A REST send on node 1
+    reaches an agent on node 3; a broadcast from node 2 reaches every agent.
+    Then node 2 is killed with SIGKILL mid-stream: its agents reconnect to
+    the others; nothing acked is lost, nothing is stored twice, and every
+    down message reaches each agent's application once."""
     from test_agent_sdk import AgentProcess, EXIT_OK, key_path
 
     a = Gateway(extra=["--node-id", "node-1"])
     # One gateway to its agents: every node signs with the same server key.
     same_key = {"AEGIS_SERVER_KEY_FILE": os.path.join(a.data_dir, "server.key")}
-    b = Gateway(database_url=a.database_url, extra=["--node-id", "node-2"], admin=False, env=same_key)
+    b = Gateway(database_url=a.database_url, extra=["--node-id", "node-2"], env=same_key)
     c = Gateway(database_url=a.database_url, extra=["--node-id", "node-3"], admin=False, env=same_key)
     nodes = [a, b, c]
     agents = []
@@ -146,6 +147,19 @@ def test_agents_fail_over_when_a_node_is_killed_under_load():
                                            "and is_active")}
         assert spread == {"node-1", "node-2", "node-3"}
         adm = admin(a, a)
+        # A REST send on node 1 to an agent on node 3.
+        on_3 = a.sql("select agent_id from agent_connections where agent_id like 'fo-%' "
+                     "and node_id = 'node-3' and is_active")[0][0]
+        to_3 = send_event(adm, on_3, "to node 3")
+        dict(agents)[on_3].wait_event("event", id=to_3, timeout=10)
+        # A broadcast from node 2 reaches all of them.
+        r = admin(b, a).post("/api/v1/agents/broadcast",
+                             json={"type": "event", "channel": "fo/all", "payload": "all",
+                                   "agent_ids": [aid for aid, _ in agents]})
+        assert r.status_code == 202 and r.json()["recipients"] == len(agents), r.text
+        everyone = r.json()["id"]
+        for _, p in agents:
+            p.wait_event("event", id=everyone, timeout=10)
         before = {aid: send_event(adm, aid, "before") for aid, _ in agents}
         for _, p in agents:
             p.wait_for(lambda p=p: len(p.acked()) >= 20, what="20 acked events")
@@ -161,7 +175,7 @@ def test_agents_fail_over_when_a_node_is_killed_under_load():
                                           f"and direction = 'up'")]
             assert acked_at_kill[aid] <= set(stored)
             assert set(stored) == acked and len(stored) == len(set(stored))
-            for mid in (before[aid], after[aid]):
+            for mid in (before[aid], after[aid], everyone):
                 assert len(p.of("event", id=mid)) == 1, f"{aid} processed {mid} {len(p.of('event', id=mid))} times"
         # Agents of node-2 moved to the others.
         assert {row[0] for row in a.sql("select node_id from agent_connections where agent_id like 'fo-%' "
