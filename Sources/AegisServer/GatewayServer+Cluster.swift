@@ -116,7 +116,8 @@ extension GatewayServer {
         secondsUntilLease = 3
         let now = Date()
         try? await store.renewLease(nodeID: configuration.nodeID, until: now.addingTimeInterval(Self.leaseLength), now: now)
-        guard let taken = try? await store.takeOverExpiredNodes(now: now), !taken.isEmpty else { return }
+        guard let taken = try? await store.takeOverExpiredNodes(now: now, except: configuration.nodeID),
+              !taken.isEmpty else { return }
         logger.warning("took over nodes whose lease ran out", metadata: ["nodes": "\(taken.joined(separator: ","))"])
         try? await store.notify(channel: Store.clusterChannel, payload: ClusterMessage.due.text)
     }

@@ -202,9 +202,11 @@ extension Store {
     /// deleted, so one survivor gets each) and takes each over: its active
     /// sessions end, and what it had sent and not seen acked is due again
     /// at once, for whichever node the agent reconnects to.
-    public func takeOverExpiredNodes(now: Date) throws(StoreError) -> [String] {
+    /// `except` (the caller's own node) is never claimed: a node that was
+    /// paused past its lease renews it rather than ending its own sessions.
+    public func takeOverExpiredNodes(now: Date, except nodeID: String) throws(StoreError) -> [String] {
         try withConnection { c in
-            let r = try c.execute(SQL.claimExpiredNodes, [.timestamp(now)])
+            let r = try c.execute(SQL.claimExpiredNodes, [.timestamp(now), .text(nodeID)])
             var nodes: [String] = []
             for i in 0..<r.rows { if let n = r.text(i, 0) { nodes.append(n) } }
             for node in nodes {
@@ -314,8 +316,8 @@ extension SQL {
 
     static let claimExpiredNodes = Statement(
         name: "aegis_claim_expired_nodes",
-        sql: "DELETE FROM gateway_nodes WHERE lease_until < $1 RETURNING node_id",
-        types: [timestamptz])
+        sql: "DELETE FROM gateway_nodes WHERE lease_until < $1 AND node_id <> $2 RETURNING node_id",
+        types: [timestamptz, text])
 
     static let dueAgainForNode = Statement(
         name: "aegis_due_again_for_node",
