@@ -258,9 +258,6 @@ public struct AgentConnectionStateMachine: Sendable {
     public mutating func stop(now: AgentInstant) -> [Action] {
         if case .stopped = phase { return [] }
         var actions: [Action] = []
-        // What was received is acked before the close, so that a stop right
-        // after a delivery does not leave the gateway resending it.
-        actions += flush(now: now)
         if let a = currentAttempt { actions.append(.close(a, code: CloseCodes.normal, reason: "agent stopping")) }
         return actions + halt(nil)
     }
