@@ -759,22 +759,16 @@ enum SQL {
             """,
         types: [text, text, text, text, text, bytea, timestamptz, timestamptz])
 
-    /// What "due" means, for dueDown and claimDueDown: $1 the agent, $2 now,
-    /// $3 the limit, $4 the send count a message must be under (or NULL).
-    static let dueOfAgent = """
-        WHERE agent_id = $1 AND direction = 'down' AND status IN ('queued', 'sent')
-          AND next_attempt_at <= $2
-          AND (expires_at IS NULL OR expires_at > $2)
-          AND ($4::int4 IS NULL OR retry_count < $4)
-        ORDER BY seq
-        LIMIT $3
-        """
-
     static let dueDown = Statement(
         name: "aegis_due_down",
         sql: """
             SELECT \(downColumns) FROM message_queue
-            \(dueOfAgent)
+            WHERE agent_id = $1 AND direction = 'down' AND status IN ('queued', 'sent')
+              AND next_attempt_at <= $2
+              AND (expires_at IS NULL OR expires_at > $2)
+              AND ($4::int4 IS NULL OR retry_count < $4)
+            ORDER BY seq
+            LIMIT $3
             """,
         types: [text, timestamptz, int8, int4])
 
@@ -785,7 +779,12 @@ enum SQL {
                 UPDATE message_queue SET status = 'sent', next_attempt_at = $5
                 WHERE id IN (
                     SELECT id FROM message_queue
-                    \(dueOfAgent)
+                    WHERE agent_id = $1 AND direction = 'down' AND status IN ('queued', 'sent')
+                      AND next_attempt_at <= $2
+                      AND (expires_at IS NULL OR expires_at > $2)
+                      AND ($4::int4 IS NULL OR retry_count < $4)
+                    ORDER BY seq
+                    LIMIT $3
                     FOR UPDATE SKIP LOCKED)
                 RETURNING seq, \(downColumns)
             )
